@@ -1,0 +1,47 @@
+"""Typed errors. Every one names what was wrong, and where (block, position) when known."""
+from __future__ import annotations
+
+
+class ICLVerifyError(ValueError):
+    """Base class of every error raised by icl_verify on bad input."""
+
+
+class ShapeError(ICLVerifyError):
+    """A tensor has the wrong number of dimensions or the wrong sizes."""
+
+
+class DTypeError(ICLVerifyError):
+    """Tensors of different or unsupported floating dtypes were mixed."""
+
+
+class NonFiniteError(ICLVerifyError):
+    """An input (or the representation computed from it) holds NaN or inf."""
+
+
+class EmptyContextError(ICLVerifyError):
+    """A context of length zero was given where at least one token is required."""
+
+
+class DegenerateReferenceError(ICLVerifyError):
+    """The reference network input ``z_r`` is zero: no rank-one update ``u z_r^T/||z_r||^2`` exists."""
+
+
+class UnknownLayerError(ICLVerifyError, KeyError):
+    """No layer (or composition) is registered under that name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class DuplicateLayerError(ICLVerifyError):
+    """A layer (or composition) name was registered twice."""
+
+
+def where(block: int | None = None, position: int | None = None) -> str:
+    """A short location string, for example ``" (block 2, position 7)"``."""
+    parts = []
+    if block is not None:
+        parts.append(f"block {block}")
+    if position is not None:
+        parts.append(f"position {position}")
+    return f" ({', '.join(parts)})" if parts else ""

@@ -1,0 +1,167 @@
+"""The layer registry: one frozen record per contextual layer type.
+
+A layer factory is a plain function ``factory(d, *, heads) -> torch.nn.Module`` whose module maps
+``(batch, T, d) -> (batch, T, d)`` causally. ``register_layer`` records it with what a generator
+needs to build random instances and what the property suite needs to know about it::
+
+    @register_layer("my_rnn", heads=(1,), vanishing_increments=False)
+    def my_rnn(d, *, heads):
+        return MyRNN(d)
+
+Layers registered by an installed package are found through the entry-point group
+``icl_verify.layers`` (each entry point names a module to import, whose import registers).
+"""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import DuplicateLayerError, ShapeError, UnknownLayerError
+
+LayerFactory = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What the suite knows about one registered layer type.
+
+    Attributes:
+        name: registry key.
+        factory: ``factory(d, *, heads) -> nn.Module`` mapping ``(B, T, d) -> (B, T, d)``.
+        heads: head counts a generator may draw (``(1,)`` for layers without heads).
+        dim_multiple: ``d`` must be a multiple of ``dim_multiple * heads``.
+        dims: inclusive range of widths ``d`` a generator may draw.
+        vanishing_increments: ``True`` when ``||W_{i+1}-W_i|| = O(1/i)`` is proven (softmax
+            attention, DESIGN §3); ``False`` when the layer has no such guarantee.
+        tags: free labels (``"attention"``, ``"recurrent"``, ``"user"``, ...).
+    """
+
+    name: str
+    factory: LayerFactory
+    heads: tuple[int, ...] = (1,)
+    dim_multiple: int = 1
+    dims: tuple[int, int] = (2, 32)
+    vanishing_increments: bool = False
+    tags: tuple[str, ...] = ()
+
+    def valid_dims(self, heads: int) -> list[int]:
+        """Every width in ``dims`` allowed with ``heads`` heads."""
+        step = self.dim_multiple * heads
+        lo, hi = self.dims
+        return [d for d in range(lo, hi + 1) if d % step == 0]
+
+    def build(
+        self,
+        d: int,
+        *,
+        heads: int | None = None,
+        seed: int = 0,
+        scale: float = 1.0,
+        dtype: torch.dtype = torch.float64,
+    ) -> nn.Module:
+        """A seeded instance: torch's default initialisation under ``seed``, weight matrices
+        multiplied by ``scale``, cast to ``dtype``."""
+        heads = self.heads[0] if heads is None else heads
+        if heads not in self.heads:
+            raise ShapeError(f"layer {self.name!r} takes heads in {self.heads}, got {heads}")
+        if d % (self.dim_multiple * heads):
+            raise ShapeError(
+                f"layer {self.name!r} needs d divisible by {self.dim_multiple * heads}, got d={d}"
+            )
+        with seeded(seed):
+            module = self.factory(d, heads=heads)
+        with torch.no_grad():
+            for p in module.parameters():
+                if p.ndim >= 2:
+                    p.mul_(scale)
+        return module.to(dtype)
+
+
+_REGISTRY: dict[str, LayerInfo] = {}
+_PLUGINS_LOADED = False
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run a block of code under ``torch.manual_seed(seed)`` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def register_layer(
+    name: str,
+    factory: LayerFactory | None = None,
+    *,
+    heads: tuple[int, ...] = (1,),
+    dim_multiple: int = 1,
+    dims: tuple[int, int] = (2, 32),
+    vanishing_increments: bool = False,
+    tags: tuple[str, ...] = (),
+    replace: bool = False,
+):
+    """Register a layer factory under ``name``; usable as a decorator or a plain call.
+
+    Raises :class:`DuplicateLayerError` if ``name`` is taken (unless ``replace=True``).
+    Returns the factory unchanged, so the decorated function stays usable.
+    """
+
+    def add(fn: LayerFactory) -> LayerFactory:
+        if name in _REGISTRY and not replace:
+            raise DuplicateLayerError(f"a layer named {name!r} is already registered")
+        _REGISTRY[name] = LayerInfo(
+            name=name,
+            factory=fn,
+            heads=tuple(heads),
+            dim_multiple=dim_multiple,
+            dims=tuple(dims),
+            vanishing_increments=vanishing_increments,
+            tags=tuple(tags),
+        )
+        return fn
+
+    return add if factory is None else add(factory)
+
+
+def unregister_layer(name: str) -> None:
+    """Remove ``name`` from the registry (for tests and plugins)."""
+    if name not in _REGISTRY:
+        raise UnknownLayerError(f"no layer named {name!r}; registered: {sorted(_REGISTRY)}")
+    del _REGISTRY[name]
+
+
+def _load_plugins() -> None:
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    for ep in entry_points(group="icl_verify.layers"):
+        ep.load()
+
+
+def get_layer(name: str) -> LayerInfo:
+    """The record registered under ``name``; :class:`UnknownLayerError` if there is none."""
+    _load_plugins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownLayerError(
+            f"no layer named {name!r}; registered: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def list_layers(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style wildcard ``pattern``, sorted."""
+    _load_plugins()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def build_layer(name: str, d: int, **kwargs) -> nn.Module:
+    """Shortcut for ``get_layer(name).build(d, **kwargs)``."""
+    return get_layer(name).build(d, **kwargs)

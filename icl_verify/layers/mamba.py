@@ -1,0 +1,66 @@
+"""A Mamba-style selective state-space mixer (Gu & Dao 2023), reference scan."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ._registry import register_layer
+from .griffin import CausalConv1d
+
+
+class Mamba(nn.Module):
+    """Selective SSM mixer ``(B, T, d) -> (B, T, d)``, inner width ``e = expand * d``, state ``N``:
+
+    ``x, z = in_proj(u)`` (each ``e``); ``x = silu(Conv1D_4(x))`` (causal, depthwise);
+    ``dt_t = softplus(W_dt x_t + b_dt)`` (``e``), ``B_t = W_B x_t``, ``C_t = W_C x_t`` (``N``),
+    ``A = -exp(A_log)`` (``e x N``);
+    ``h_t = exp(dt_t A) * h_{t-1} + (dt_t x_t) B_t^T`` (``e x N``, ``h_0 = 0``),
+    ``y_t = h_t C_t + D * x_t``; output ``out_proj(y * silu(z))``.
+
+    ``A_log`` is stored flat (``e*N``) so that ``LayerInfo.build``'s ``scale`` (which multiplies
+    parameters with ``ndim >= 2``) leaves the decay rates alone.
+    """
+
+    def __init__(self, d: int, *, expand: int = 2, state: int = 4, kernel: int = 4,
+                 dt_range: tuple[float, float] = (1e-3, 1e-1)):
+        super().__init__()
+        e = expand * d
+        self.e, self.state = e, state
+        self.in_proj = nn.Linear(d, 2 * e, bias=False)
+        self.conv = CausalConv1d(e, kernel)
+        self.dt_proj = nn.Linear(e, e)
+        self.B_proj = nn.Linear(e, state, bias=False)
+        self.C_proj = nn.Linear(e, state, bias=False)
+        # S4D-real initialisation: A = -(1..N) per channel; dt log-uniform in dt_range.
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, state + 1, dtype=torch.float32)).repeat(e))
+        self.D = nn.Parameter(torch.ones(e))
+        dt = torch.exp(torch.empty(e).uniform_(math.log(dt_range[0]), math.log(dt_range[1])))
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.out_proj = nn.Linear(e, d, bias=False)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        b, t, _ = u.shape
+        x, z = self.in_proj(u).chunk(2, dim=-1)
+        x = F.silu(self.conv(x))  # (B, T, e)
+        dt = F.softplus(self.dt_proj(x))  # (B, T, e)
+        Bt, Ct = self.B_proj(x), self.C_proj(x)  # (B, T, N)
+        A = -torch.exp(self.A_log).reshape(self.e, self.state)  # (e, N)
+        decay = torch.exp(dt[..., None] * A)  # (B, T, e, N)
+        drive = (dt * x)[..., None] * Bt[:, :, None, :]  # (B, T, e, N)
+        h = u.new_zeros(b, self.e, self.state)
+        ys = []
+        for s in range(t):
+            h = decay[:, s] * h + drive[:, s]
+            ys.append((h * Ct[:, s, None, :]).sum(-1))
+        y = torch.stack(ys, dim=1) + self.D * x
+        return self.out_proj(y * F.silu(z))
+
+
+@register_layer("mamba", heads=(1,), dims=(2, 32), vanishing_increments=False,
+                tags=("ssm", "recurrent", "gated", "conv"))
+def mamba(d: int, *, heads: int) -> nn.Module:
+    return Mamba(d)

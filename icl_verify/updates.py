@@ -1,0 +1,276 @@
+"""Implicit updates (DESIGN §2, §4): the rank-one change of each first dense matrix, and the
+bypass shift, that turn a reference computation of a block into a target one.
+
+For target network input/bypass ``z_t, s_t`` and reference ``z_r, s_r``::
+
+    dW_k = (W_k (z_t - z_r)) z_r^T / ||z_r||^2      (one per first matrix W_k)
+    ds   = s_t - s_r
+
+so that ``output([(W_k + dW_k) z_r + b_k], s_r + ds) = output([W_k z_t + b_k], s_t)``.
+Updates are kept factored, ``dW_k = left_k right^T``; :meth:`ImplicitUpdate.dense` materialises.
+Everything here reads only ``z``, ``s`` and ``W`` (:class:`~icl_verify.blocks.ContextualBlock`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .blocks import ContextualBlock, Decomposition, Stack
+from .checks import check_finite, check_tensor, module_dtype
+from .errors import DegenerateReferenceError, ShapeError, where
+
+
+@dataclass(frozen=True)
+class ImplicitUpdate:
+    """Factored implicit updates over leading dims ``(...)`` (batch, position, prefix, ...).
+
+    Attributes:
+        left: per first matrix ``k``, ``W_k (z_t - z_r)`` with shape ``(..., m_k)``.
+        right: ``z_r / ||z_r||^2``, shape ``(..., d_z)``, shared by every first matrix.
+        shift: ``s_t - s_r`` ``(..., d_out)``, or ``None`` for blocks without bypass.
+        target: the target decomposition (leading dims ``(...)``).
+        reference: the reference decomposition (leading dims ``(...)``).
+    """
+
+    left: tuple[torch.Tensor, ...]
+    right: torch.Tensor
+    shift: torch.Tensor | None
+    target: Decomposition
+    reference: Decomposition
+
+    def dense(self) -> tuple[torch.Tensor, ...]:
+        """``dW_k = left_k right^T`` for every first matrix: ``(..., m_k, d_z)``."""
+        return tuple(u[..., :, None] * self.right[..., None, :] for u in self.left)
+
+    def weights(self, block: ContextualBlock) -> tuple[torch.Tensor, ...]:
+        """The updated matrices ``W_k + dW_k``: ``(..., m_k, d_z)``."""
+        return tuple(w + dw for (w, _), dw in zip(block.first_layers(), self.dense()))
+
+    def norms(self) -> torch.Tensor:
+        """Frobenius norms ``||dW_k||`` stacked on a last axis: ``(..., K)``."""
+        r = self.right.norm(dim=-1)
+        return torch.stack([u.norm(dim=-1) * r for u in self.left], dim=-1)
+
+    def __getitem__(self, index) -> "ImplicitUpdate":
+        """Index the leading dims, for example ``update[:, t]`` for position ``t``."""
+        pick = lambda x: None if x is None else x[index]  # noqa: E731
+        return ImplicitUpdate(
+            tuple(u[index] for u in self.left),
+            self.right[index],
+            pick(self.shift),
+            Decomposition(self.target.z[index], pick(self.target.s)),
+            Decomposition(self.reference.z[index], pick(self.reference.s)),
+        )
+
+
+def general_update(
+    weights: Sequence[torch.Tensor],
+    target: Decomposition,
+    reference: Decomposition,
+    *,
+    block: int | None = None,
+    positions: torch.Tensor | None = None,
+) -> ImplicitUpdate:
+    """The general form (DESIGN §2): the update turning ``reference`` into ``target``.
+
+    Args:
+        weights: first dense matrices ``W_k`` ``(m_k, d_z)``.
+        target, reference: decompositions with the same leading dims ``(...)``.
+        block: block index, for error messages.
+        positions: position index of each leading entry, for error messages (optional).
+
+    Raises:
+        DegenerateReferenceError: ``z_r = 0`` somewhere (no such rank-one update exists).
+        ShapeError: target and reference do not match.
+    """
+    z_t, z_r = target.z, reference.z
+    if z_t.shape != z_r.shape:
+        raise ShapeError(f"target z {tuple(z_t.shape)} and reference z {tuple(z_r.shape)} differ{where(block)}")
+    if (target.s is None) != (reference.s is None):
+        raise ShapeError(f"one of target and reference has a bypass, the other not{where(block)}")
+    check_finite(z_t, "target network input z", block=block)
+    check_finite(z_r, "reference network input z", block=block)
+    sq = (z_r * z_r).sum(-1, keepdim=True)
+    bad = sq.squeeze(-1) <= torch.finfo(z_r.dtype).tiny
+    if bad.any():
+        idx = tuple(int(i) for i in bad.nonzero()[0])
+        pos = None
+        if positions is not None:
+            pos = int(positions.expand(bad.shape)[idx])
+        raise DegenerateReferenceError(
+            f"reference network input z_r is zero (||z_r||^2 = {float(sq[idx]):.3g}) at index {idx}: "
+            f"no rank-one update u z_r^T / ||z_r||^2 exists{where(block, pos)}"
+        )
+    dz = z_t - z_r
+    left = tuple(dz @ w.T for w in weights)
+    shift = None if target.s is None else target.s - reference.s
+    return ImplicitUpdate(left, z_r / sq, shift, target, reference)
+
+
+def apply_update(
+    block: ContextualBlock,
+    update: ImplicitUpdate,
+    reference: Decomposition | None = None,
+    *,
+    dense: bool = True,
+) -> torch.Tensor:
+    """Output of ``block`` on ``reference`` (default: the update's own) with ``W_k + dW_k`` and
+    bypass ``s + ds``: ``(..., d_out)``.
+
+    ``dense=True`` materialises ``W_k + dW_k`` (the claim about the weight matrix, as stated);
+    ``dense=False`` uses ``W_k z + left_k (right . z)`` (same thing, O(m + d) per position).
+    """
+    ref = update.reference if reference is None else reference
+    z = ref.z
+    hs = []
+    if dense:
+        for w_new, (_, b) in zip(update.weights(block), block.first_layers()):
+            h = torch.einsum("...md,...d->...m", w_new, z)
+            hs.append(h if b is None else h + b)
+    else:
+        coeff = (update.right * z).sum(-1, keepdim=True)
+        for u, h in zip(update.left, block.pre_activations(z)):
+            hs.append(h + u * coeff)
+    s = None if ref.s is None else ref.s + update.shift
+    return block.output(hs, s)
+
+
+def target_output(block: ContextualBlock, update: ImplicitUpdate) -> torch.Tensor:
+    """The block's own output at the update's target: ``(..., d_out)``."""
+    t = update.target
+    return block.output(block.pre_activations(t.z), t.s)
+
+
+def _single(block: ContextualBlock, tokens: torch.Tensor) -> Decomposition:
+    """Decomposition of each token of ``tokens`` ``(..., d)`` standing alone: leading dims ``(...)``."""
+    lead = tokens.shape[:-1]
+    dec = block.decompose(tokens.reshape(-1, 1, tokens.shape[-1])).at(0)
+    shape = lambda x: None if x is None else x.reshape(*lead, x.shape[-1])  # noqa: E731
+    return Decomposition(shape(dec.z), shape(dec.s))
+
+
+def _checked(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, block_index):
+    dtype = module_dtype(block)
+    check_tensor(query, "query", ndim=2, dtype=dtype, block=block_index)
+    check_tensor(context, "context", ndim=3, dtype=dtype, width=query.shape[-1], block=block_index)
+    if context.shape[0] != query.shape[0]:
+        raise ShapeError(
+            f"context batch {context.shape[0]} and query batch {query.shape[0]} differ{where(block_index)}"
+        )
+    return dtype
+
+
+def context_update(
+    block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *, block_index: int | None = None
+) -> ImplicitUpdate:
+    """The theorem's update (DESIGN §2): target = ``query`` after ``context``, reference =
+    ``query`` alone. ``context`` ``(B, n, d)`` (``n`` may be 0), ``query`` ``(B, d)``; leading
+    dims of the result ``(B,)``."""
+    _checked(block, context, query, block_index)
+    seq = torch.cat([context, query[:, None]], dim=1)
+    n = context.shape[1]
+    return general_update(
+        [w for w, _ in block.first_layers()],
+        block.decompose(seq).at(-1),
+        _single(block, query),
+        block=block_index,
+        positions=torch.tensor(n),
+    )
+
+
+def subset_update(
+    block: ContextualBlock,
+    context: torch.Tensor,
+    query: torch.Tensor,
+    part: torch.Tensor,
+    *,
+    block_index: int | None = None,
+) -> ImplicitUpdate:
+    """The update for a part ``Y`` of the context: target = ``query`` after ``C``, reference =
+    ``query`` after ``C \\ Y`` (order kept). ``part`` is a boolean mask ``(n,)``, True on ``Y``."""
+    _checked(block, context, query, block_index)
+    if part.dtype != torch.bool or part.shape != context.shape[1:2]:
+        raise ShapeError(
+            f"part must be a boolean mask of shape ({context.shape[1]},), got {part.dtype} {tuple(part.shape)}"
+        )
+    full = torch.cat([context, query[:, None]], dim=1)
+    rest = torch.cat([context[:, ~part], query[:, None]], dim=1)
+    return general_update(
+        [w for w, _ in block.first_layers()],
+        block.decompose(full).at(-1),
+        block.decompose(rest).at(-1),
+        block=block_index,
+        positions=torch.tensor(context.shape[1]),
+    )
+
+
+def position_updates(
+    block: ContextualBlock,
+    x: torch.Tensor,
+    *,
+    reference: str = "token",
+    block_index: int | None = None,
+) -> ImplicitUpdate:
+    """Updates for every position of ``x`` ``(B, T, d)`` at once (DESIGN §4); leading dims ``(B, T)``.
+
+    ``reference="token"``: position ``t`` against token ``x_t`` alone (what the context did to
+    token ``t``); ``reference="query"``: against the last token ``x_T`` alone (the second
+    paper's choice). One causal forward plus one batched pass of length-1 sequences.
+    """
+    dtype = module_dtype(block)
+    check_tensor(x, "sequence", ndim=3, dtype=dtype, block=block_index)
+    if x.shape[1] == 0:
+        raise ShapeError(f"sequence has no positions{where(block_index)}")
+    target = block.decompose(x)
+    if reference == "token":
+        ref = _single(block, x)
+    elif reference == "query":
+        q = _single(block, x[:, -1])
+        ref = Decomposition(q.z[:, None].expand_as(target.z),
+                            None if q.s is None else q.s[:, None].expand_as(target.s))
+    else:
+        raise ValueError(f"reference must be 'token' or 'query', got {reference!r}")
+    return general_update(
+        [w for w, _ in block.first_layers()], target, ref,
+        block=block_index, positions=torch.arange(x.shape[1])[None, :],
+    )
+
+
+def stack_updates(stack: Stack, x: torch.Tensor, *, reference: str = "token",
+                  every_position: bool = False) -> list[ImplicitUpdate]:
+    """One update per block of ``stack`` for the sequence ``x`` ``(B, T, d)`` (DESIGN §4).
+
+    Block ``l`` reads its with-context input ``X^l``; its target is the last position (every
+    position with ``every_position=True``) and its reference that position's representation
+    ``X^l_t`` alone (``reference="token"``) or the last one's (``"query"``).
+    """
+    check_tensor(x, "sequence", ndim=3, dtype=module_dtype(stack))
+    inputs = stack.block_inputs(x)
+    updates = []
+    for l, (block, xl) in enumerate(zip(stack.blocks, inputs)):
+        check_finite(xl, "block input", block=l)
+        upd = position_updates(block, xl, reference=reference, block_index=l)
+        updates.append(upd if every_position else upd[:, -1])
+    return updates
+
+
+def run_updated(block: ContextualBlock, query: torch.Tensor, update: ImplicitUpdate, *,
+                dense: bool = True) -> torch.Tensor:
+    """``block_{W+dW, s+ds}(query)``: the query ``(B, d)`` alone through the updated block."""
+    check_tensor(query, "query", ndim=2, dtype=module_dtype(block))
+    return apply_update(block, update, _single(block, query), dense=dense)
+
+
+def run_stack_updated(stack: Stack, query: torch.Tensor, updates: Sequence[ImplicitUpdate], *,
+                      dense: bool = True) -> torch.Tensor:
+    """The query ``(B, d)`` alone through every block of ``stack``, each with its update
+    (from :func:`stack_updates`); equals the stack's with-context output at the query."""
+    if len(updates) != len(stack):
+        raise ShapeError(f"{len(updates)} updates for a stack of {len(stack)} blocks")
+    h = query
+    for l, (block, upd) in enumerate(zip(stack.blocks, updates)):
+        check_tensor(h, "query representation", ndim=2, dtype=module_dtype(block), block=l)
+        h = apply_update(block, upd, _single(block, h), dense=dense)
+    return h
