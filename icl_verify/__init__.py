@@ -1,0 +1,50 @@
+"""icl_verify: in-context learning as an implicit rank-one weight update, checked.
+
+Data flows one way: a contextual layer gives ``a``, a block composition gives the network input
+``z`` and bypass ``s``, the update code reads only ``z``, ``s`` and the first dense matrices ``W``.
+"""
+from .blocks import (
+    Block,
+    ContextualBlock,
+    Decomposition,
+    Stack,
+    build_block,
+    build_stack,
+    get_composition,
+    list_compositions,
+)
+from .errors import (
+    DTypeError,
+    DegenerateReferenceError,
+    DuplicateLayerError,
+    EmptyContextError,
+    ICLVerifyError,
+    NonFiniteError,
+    ShapeError,
+    UnknownLayerError,
+)
+from .layers import LayerInfo, build_layer, get_layer, list_layers, register_layer
+from .updates import (
+    ImplicitUpdate,
+    apply_update,
+    context_update,
+    general_update,
+    position_updates,
+    run_stack_updated,
+    run_updated,
+    stack_updates,
+    subset_update,
+    target_output,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Block", "ContextualBlock", "Decomposition", "Stack", "build_block", "build_stack",
+    "get_composition", "list_compositions",
+    "DTypeError", "DegenerateReferenceError", "DuplicateLayerError", "EmptyContextError",
+    "ICLVerifyError", "NonFiniteError", "ShapeError", "UnknownLayerError",
+    "LayerInfo", "build_layer", "get_layer", "list_layers", "register_layer",
+    "ImplicitUpdate", "apply_update", "context_update", "general_update", "position_updates",
+    "run_stack_updated", "run_updated", "stack_updates", "subset_update", "target_output",
+]
