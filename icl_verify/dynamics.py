@@ -16,7 +16,7 @@ import torch
 from .blocks import ContextualBlock, Decomposition
 from .checks import check_tensor, module_dtype
 from .errors import EmptyContextError, ShapeError, where
-from .updates import ImplicitUpdate, _single, general_update
+from .updates import ImplicitUpdate, single_token, general_update
 
 
 def prefix_targets(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor) -> Decomposition:
@@ -43,7 +43,7 @@ def prefix_updates(block: ContextualBlock, context: torch.Tensor, query: torch.T
     if context.shape[0] != query.shape[0]:
         raise ShapeError(f"context batch {context.shape[0]} and query batch {query.shape[0]} differ")
     target = prefix_targets(block, context, query)
-    ref = _single(block, query)
+    ref = single_token(block, query)
     n1 = target.z.shape[1]
     reference = Decomposition(ref.z[:, None].expand_as(target.z),
                               None if ref.s is None else ref.s[:, None].expand_as(target.s))

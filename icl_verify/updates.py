@@ -109,15 +109,15 @@ def general_update(
     return ImplicitUpdate(left, z_r / sq, shift, target, reference)
 
 
-def apply_update(
+def updated_inputs(
     block: ContextualBlock,
     update: ImplicitUpdate,
     reference: Decomposition | None = None,
     *,
     dense: bool = True,
-) -> torch.Tensor:
-    """Output of ``block`` on ``reference`` (default: the update's own) with ``W_k + dW_k`` and
-    bypass ``s + ds``: ``(..., d_out)``.
+) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """The pre-activations ``(W_k + dW_k) z_r + b_k`` and bypass ``s_r + ds`` of the updated
+    block at ``reference`` (default: the update's own): what :meth:`ContextualBlock.output` reads.
 
     ``dense=True`` materialises ``W_k + dW_k`` (the claim about the weight matrix, as stated);
     ``dense=False`` uses ``W_k z + left_k (right . z)`` (same thing, O(m + d) per position).
@@ -133,8 +133,19 @@ def apply_update(
         coeff = (update.right * z).sum(-1, keepdim=True)
         for u, h in zip(update.left, block.pre_activations(z)):
             hs.append(h + u * coeff)
-    s = None if ref.s is None else ref.s + update.shift
-    return block.output(hs, s)
+    return hs, None if ref.s is None else ref.s + update.shift
+
+
+def apply_update(
+    block: ContextualBlock,
+    update: ImplicitUpdate,
+    reference: Decomposition | None = None,
+    *,
+    dense: bool = True,
+) -> torch.Tensor:
+    """Output ``(..., d_out)`` of ``block`` on ``reference`` (default: the update's own) with
+    ``W_k + dW_k`` and bypass ``s + ds`` (see :func:`updated_inputs`)."""
+    return block.output(*updated_inputs(block, update, reference, dense=dense))
 
 
 def target_output(block: ContextualBlock, update: ImplicitUpdate) -> torch.Tensor:
@@ -143,7 +154,7 @@ def target_output(block: ContextualBlock, update: ImplicitUpdate) -> torch.Tenso
     return block.output(block.pre_activations(t.z), t.s)
 
 
-def _single(block: ContextualBlock, tokens: torch.Tensor) -> Decomposition:
+def single_token(block: ContextualBlock, tokens: torch.Tensor) -> Decomposition:
     """Decomposition of each token of ``tokens`` ``(..., d)`` standing alone: leading dims ``(...)``."""
     lead = tokens.shape[:-1]
     dec = block.decompose(tokens.reshape(-1, 1, tokens.shape[-1])).at(0)
@@ -174,7 +185,7 @@ def context_update(
     return general_update(
         [w for w, _ in block.first_layers()],
         block.decompose(seq).at(-1),
-        _single(block, query),
+        single_token(block, query),
         block=block_index,
         positions=torch.tensor(n),
     )
@@ -225,9 +236,9 @@ def position_updates(
         raise ShapeError(f"sequence has no positions{where(block_index)}")
     target = block.decompose(x)
     if reference == "token":
-        ref = _single(block, x)
+        ref = single_token(block, x)
     elif reference == "query":
-        q = _single(block, x[:, -1])
+        q = single_token(block, x[:, -1])
         ref = Decomposition(q.z[:, None].expand_as(target.z),
                             None if q.s is None else q.s[:, None].expand_as(target.s))
     else:
@@ -260,7 +271,7 @@ def run_updated(block: ContextualBlock, query: torch.Tensor, update: ImplicitUpd
                 dense: bool = True) -> torch.Tensor:
     """``block_{W+dW, s+ds}(query)``: the query ``(B, d)`` alone through the updated block."""
     check_tensor(query, "query", ndim=2, dtype=module_dtype(block))
-    return apply_update(block, update, _single(block, query), dense=dense)
+    return apply_update(block, update, single_token(block, query), dense=dense)
 
 
 def run_stack_updated(stack: Stack, query: torch.Tensor, updates: Sequence[ImplicitUpdate], *,
@@ -272,5 +283,5 @@ def run_stack_updated(stack: Stack, query: torch.Tensor, updates: Sequence[Impli
     h = query
     for l, (block, upd) in enumerate(zip(stack.blocks, updates)):
         check_tensor(h, "query representation", ndim=2, dtype=module_dtype(block), block=l)
-        h = apply_update(block, upd, _single(block, h), dense=dense)
+        h = apply_update(block, upd, single_token(block, h), dense=dense)
     return h
