@@ -142,17 +142,15 @@ def stack(model: Stack, x: torch.Tensor) -> Check:
     return Check("stack", err, bound, tol.entry_norm(target, entry_dims=1))
 
 
-def _abs_outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return a.abs()[..., :, None] * b.abs()[..., None, :]
-
-
-def increments(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor) -> Check:
+def increments(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
+               updates: ImplicitUpdate | None = None) -> Check:
     """DESIGN §3: ``W_{i+1} - W_i == (W (z_{i+1} - z_i)) z_x^T / ||z_x||^2``; entries ``(B, n)``.
+    ``updates``: the prefix updates (:func:`~icl_verify.dynamics.prefix_updates`) if at hand.
 
     Bound per element: ``gamma(d+3) [|W|(|z_{i+1}-z_r| + |z_i-z_r| + |z_{i+1}-z_i|) |right|^T
     + 2|W| + |dW_i| + |dW_{i+1}|]``."""
+    upd = dynamics.prefix_updates(block, context, query) if updates is None else updates
     with torch.no_grad():
-        upd = dynamics.prefix_updates(block, context, query)
         diffs = dynamics.increments(block, upd)
         formula = dynamics.increment_formula(block, upd)
         z, zr, right = upd.target.z, upd.reference.z, upd.right
@@ -170,12 +168,13 @@ def increments(block: ContextualBlock, context: torch.Tensor, query: torch.Tenso
     return Check("increments", err ** 0.5, sq ** 0.5, scale ** 0.5)
 
 
-def telescoping(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor) -> Check:
+def telescoping(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
+                updates: ImplicitUpdate | None = None) -> Check:
     """DESIGN §3: ``sum_i (W_{i+1} - W_i) == dW(C)``; entries ``(B,)``.
 
     Bound per element: ``gamma(n+2) sum_i |W_{i+1} - W_i| + 2u (|W| + |dW(C)|)``."""
+    upd = dynamics.prefix_updates(block, context, query) if updates is None else updates
     with torch.no_grad():
-        upd = dynamics.prefix_updates(block, context, query)
         diffs = dynamics.increments(block, upd)
         full = context_update(block, context, query).dense()
     n = context.shape[1]
@@ -189,12 +188,13 @@ def telescoping(block: ContextualBlock, context: torch.Tensor, query: torch.Tens
     return Check("telescoping", err ** 0.5, sq ** 0.5, scale ** 0.5)
 
 
-def sgd(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor) -> Check:
+def sgd(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
+        updates: ImplicitUpdate | None = None) -> Check:
     """DESIGN §3: ``W_i - h grad L_i(W_i) == W_{i+1}`` (gradient by autograd); entries ``(B, n)``.
 
     Bound per element: ``gamma(d+4) [3|W| + 2|dW_i| + 2|dW_{i+1}| + |W|(|z_i-z_r| + |z_{i+1}-z_r|
     + |z_{i+1}-z_i|) |right|^T]``."""
-    upd = dynamics.prefix_updates(block, context, query)
+    upd = dynamics.prefix_updates(block, context, query) if updates is None else updates
     steps = dynamics.sgd_steps(block, upd)
     with torch.no_grad():
         weights = dynamics.prefix_weights(block, upd)

@@ -83,11 +83,16 @@ def spectral_norm(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor
 
     ``fn`` maps tensors ``(*E, n_j)`` to ``(*E, p)`` and treats each of the ``entry_dims`` leading
     dims ``E`` independently (one Jacobian per entry). Power iteration on ``J^T J`` with
-    autograd's jvp and vjp from a deterministic start (all ones). Where an operation has no
-    forward-mode derivative (torch's fused LSTM), the Jacobian is built row by row in reverse
-    mode instead and its norm taken exactly.
+    autograd's jvp and vjp from a deterministic start (all ones), when the output is wider than
+    ``2 * iterations``; otherwise (and where an operation has no forward-mode derivative, such
+    as torch's fused LSTM) the Jacobian is built row by row in reverse mode, which is cheaper
+    for narrow outputs, and its norm taken exactly.
     """
     inputs = tuple(x.detach() for x in inputs)
+    with torch.no_grad():
+        width = fn(*inputs).flatten(entry_dims).shape[-1]
+    if width <= 2 * iterations:
+        return _reverse_jacobian_norm(fn, inputs, entry_dims)
     try:
         return _power_iteration(fn, inputs, entry_dims, iterations)
     except NotImplementedError:

@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from . import claims
+from .dynamics import prefix_updates
 from .blocks import build_block, build_stack, list_compositions
 from .layers import get_layer, list_layers
 
@@ -64,9 +65,10 @@ def _instance_checks(layer: str, composition: str, dtype: torch.dtype, sizes: Si
     yield claims.subset(block, context, query, part)
     yield claims.positions(block, seq, "token")
     yield claims.positions(block, seq, "query")
-    yield claims.increments(block, context, query)
-    yield claims.telescoping(block, context, query)
-    yield claims.sgd(block, context, query)
+    prefixes = prefix_updates(block, context, query)
+    yield claims.increments(block, context, query, updates=prefixes)
+    yield claims.telescoping(block, context, query, updates=prefixes)
+    yield claims.sgd(block, context, query, updates=prefixes)
     stack = build_stack(layer, composition, d, sizes.depth, heads=heads, seed=seed, dtype=dtype)
     yield claims.stack(stack, seq)
 
