@@ -9,6 +9,8 @@ import sys
 
 COMMANDS = (
     "icl_verify.verify",
+    "icl_verify.experiments.reproduce",
+    "icl_verify.llm_command",
 )
 
 
