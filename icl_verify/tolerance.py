@@ -43,6 +43,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from .errors import NonFiniteError
+
 
 def unit_roundoff(dtype: torch.dtype) -> float:
     """``u = eps / 2`` of a floating dtype."""
@@ -89,6 +91,14 @@ def spectral_norm(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor
     for narrow outputs, and its norm taken exactly.
     """
     inputs = tuple(x.detach() for x in inputs)
+    sigma = _spectral_norm(fn, inputs, entry_dims, iterations)
+    if not torch.isfinite(sigma).all():
+        raise NonFiniteError("the Jacobian of the block's map is not finite here: the error model "
+                             "cannot bound the rounding (an activation with an infinite slope?)")
+    return sigma
+
+
+def _spectral_norm(fn, inputs, entry_dims, iterations):
     with torch.no_grad():
         width = fn(*inputs).flatten(entry_dims).shape[-1]
     if width <= 2 * iterations:

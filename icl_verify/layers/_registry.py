@@ -38,7 +38,9 @@ class LayerInfo:
         dim_multiple: ``d`` must be a multiple of ``dim_multiple * heads``.
         dims: inclusive range of widths ``d`` a generator may draw.
         vanishing_increments: ``True`` when ``||W_{i+1}-W_i|| = O(1/i)`` is proven (softmax
-            attention, DESIGN §3); ``False`` when the layer has no such guarantee.
+            attention, DESIGN §3; the suite checks the bound); ``False`` when the layer has no
+            such guarantee (the suite must find an instance whose increments grow); ``None``
+            when it is unknown (neither is asserted).
         tags: free labels (``"attention"``, ``"recurrent"``, ``"user"``, ...).
     """
 
@@ -47,7 +49,7 @@ class LayerInfo:
     heads: tuple[int, ...] = (1,)
     dim_multiple: int = 1
     dims: tuple[int, int] = (2, 32)
-    vanishing_increments: bool = False
+    vanishing_increments: bool | None = False
     tags: tuple[str, ...] = ()
 
     def valid_dims(self, heads: int) -> list[int]:
@@ -102,7 +104,7 @@ def register_layer(
     heads: tuple[int, ...] = (1,),
     dim_multiple: int = 1,
     dims: tuple[int, int] = (2, 32),
-    vanishing_increments: bool = False,
+    vanishing_increments: bool | None = False,
     tags: tuple[str, ...] = (),
     replace: bool = False,
 ):

@@ -1,0 +1,67 @@
+"""Shared pieces of the adapters: optional import of ``transformers``, masks, positions, and
+seeded tiny random models built offline from config objects."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..layers import seeded
+
+INSTALL_HINT = "install the optional extra: pip install 'icl-verify[models]'"
+
+
+def transformers_available() -> bool:
+    """Whether ``transformers`` can be imported (checked without importing it)."""
+    return importlib.util.find_spec("transformers") is not None
+
+
+def require_transformers() -> Any:
+    """The ``transformers`` module, or an :class:`ImportError` saying how to install it."""
+    try:
+        return importlib.import_module("transformers")
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(f"the transformers adapters need the 'transformers' package; {INSTALL_HINT}") from exc
+
+
+def attention_mask(t: int, dtype: torch.dtype, device: torch.device, *, causal: bool = True,
+                   window: int | None = None) -> torch.Tensor:
+    """Additive attention mask ``(1, 1, T, T)``: 0 where query ``i`` may read key ``j``, the
+    dtype's lowest value elsewhere. Causal: ``j <= i``; a sliding ``window`` additionally keeps
+    ``j > i - window`` (the convention of ``transformers.masking_utils``)."""
+    i = torch.arange(t, device=device)[:, None]
+    j = torch.arange(t, device=device)[None, :]
+    keep = torch.ones(t, t, dtype=torch.bool, device=device)
+    if causal:
+        keep &= j <= i
+    if window is not None:
+        keep &= j > i - window
+    mask = torch.zeros(t, t, dtype=dtype, device=device)
+    mask.masked_fill_(~keep, torch.finfo(dtype).min)
+    return mask[None, None]
+
+
+def position_ids(x: torch.Tensor) -> torch.Tensor:
+    """Positions ``0..T-1`` for a sequence ``x`` ``(B, T, d)``: ``(B, T)`` long. A length-1
+    sequence is position 0."""
+    b, t = x.shape[:2]
+    return torch.arange(t, device=x.device)[None].expand(b, t)
+
+
+def tiny_model(model_cls: type, config: Any, *, seed: int, dtype: torch.dtype) -> nn.Module:
+    """A seeded random ``model_cls(config)`` in eval mode, cast to ``dtype``.
+
+    Norm weights (and biases) are perturbed away from their initial ones (zeros), so a norm the
+    adapter forgot, or applied twice, changes the output visibly.
+    """
+    with seeded(seed):
+        model = model_cls(config)
+        with torch.no_grad():
+            for module in model.modules():
+                if "norm" in type(module).__name__.lower():
+                    for pname, p in module.named_parameters(recurse=False):
+                        p.add_(0.2 * torch.randn_like(p) if pname == "weight" else 0.1 * torch.randn_like(p))
+    return model.eval().to(dtype)

@@ -1,0 +1,129 @@
+"""The architecture registry: tiny random configurations of real ``transformers`` blocks.
+
+``register_architecture(name, factory, tags=...)`` records ``factory(*, seed, dtype) -> Stack``,
+a :class:`~icl_verify.blocks.Stack` of adapter blocks wrapping the layers of a tiny random
+model (width 16-64, 2 layers) built offline from a config object. The property suite iterates
+over :func:`list_architectures`, which is empty when ``transformers`` is not installed.
+
+Whole causal language models are adapted by model type: ``register_model_adapter(model_type,
+fn)`` records ``fn(model) -> AdaptedLM`` (see :func:`adapt_causal_lm`).
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..blocks import Stack
+from ..errors import DuplicateLayerError, UnknownLayerError
+from ._common import INSTALL_HINT, transformers_available
+
+StackFactory = Callable[..., Stack]
+
+
+@dataclass(frozen=True)
+class ArchitectureInfo:
+    """One registered architecture.
+
+    Attributes:
+        name: registry key.
+        factory: ``factory(*, seed, dtype) -> Stack`` of adapter blocks (tiny random config).
+        width: model width ``d`` of the stack's input and output ``(B, T, d)``.
+        tags: free labels (``"attention"``, ``"recurrent"``, ``"parallel"``, ``"post_ln"``, ...).
+    """
+
+    name: str
+    factory: StackFactory
+    width: int
+    tags: tuple[str, ...] = ()
+
+    def build(self, *, seed: int = 0, dtype: torch.dtype = torch.float64) -> Stack:
+        """A seeded tiny stack in ``dtype``; :class:`ImportError` without ``transformers``."""
+        if not transformers_available():
+            raise ImportError(f"architecture {self.name!r} needs the 'transformers' package; {INSTALL_HINT}")
+        return self.factory(seed=seed, dtype=dtype)
+
+
+_ARCHITECTURES: dict[str, ArchitectureInfo] = {}
+
+
+def register_architecture(name: str, factory: StackFactory | None = None, *, width: int = 32,
+                          tags: tuple[str, ...] = (), replace: bool = False):
+    """Register ``factory(*, seed, dtype) -> Stack`` (inputs ``(B, T, width)``) under ``name``
+    (a plain call or a decorator). :class:`DuplicateLayerError` if ``name`` is taken and not
+    ``replace``."""
+
+    def add(fn: StackFactory) -> StackFactory:
+        if name in _ARCHITECTURES and not replace:
+            raise DuplicateLayerError(f"an architecture named {name!r} is already registered")
+        _ARCHITECTURES[name] = ArchitectureInfo(name, fn, width, tuple(tags))
+        return fn
+
+    return add if factory is None else add(factory)
+
+
+def list_architectures(pattern: str = "*", *, tag: str | None = None) -> list[str]:
+    """Registered architecture names matching the wildcard ``pattern`` (and ``tag``), sorted.
+    Empty when ``transformers`` is not installed, so suites iterating over it skip cleanly."""
+    if not transformers_available():
+        return []
+    return sorted(n for n, info in _ARCHITECTURES.items()
+                  if fnmatch.fnmatchcase(n, pattern) and (tag is None or tag in info.tags))
+
+
+def get_architecture(name: str) -> ArchitectureInfo:
+    """The record of ``name``; :class:`UnknownLayerError` listing the known names otherwise."""
+    try:
+        return _ARCHITECTURES[name]
+    except KeyError:
+        raise UnknownLayerError(
+            f"no architecture named {name!r}; known: {', '.join(sorted(_ARCHITECTURES)) or 'none'}"
+        ) from None
+
+
+@dataclass
+class AdaptedLM:
+    """A causal language model seen as ``embed -> stack -> head``.
+
+    Attributes:
+        model: the unmodified ``transformers`` model.
+        stack: adapter blocks, one per decoder layer, ``(B, T, d) -> (B, T, d)``.
+        embed: ``embed(ids (B, T)) -> (B, T, d)``, the input of the first block (positions that are
+            added to embeddings, as in GPT-2, are included).
+        head: ``head(h (..., d)) -> logits (..., V)``: final norm, output matrix, soft-capping.
+    """
+
+    model: nn.Module
+    stack: Stack
+    embed: Callable[[torch.Tensor], torch.Tensor]
+    head: Callable[[torch.Tensor], torch.Tensor]
+
+
+_MODEL_ADAPTERS: dict[str, Callable[[nn.Module], AdaptedLM]] = {}
+
+
+def register_model_adapter(model_type: str, fn: Callable[[nn.Module], AdaptedLM] | None = None):
+    """Register ``fn(model) -> AdaptedLM`` for ``config.model_type == model_type``."""
+
+    def add(f):
+        _MODEL_ADAPTERS[model_type] = f
+        return f
+
+    return add if fn is None else add(fn)
+
+
+def adapt_causal_lm(model: nn.Module) -> AdaptedLM:
+    """Wrap a loaded ``transformers`` causal LM as :class:`AdaptedLM` (no copy of weights).
+
+    Raises:
+        UnknownLayerError: no adapter for the model's ``config.model_type``.
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in _MODEL_ADAPTERS:
+        raise UnknownLayerError(
+            f"no adapter for model type {model_type!r}; supported: {', '.join(sorted(_MODEL_ADAPTERS))}"
+        )
+    return _MODEL_ADAPTERS[model_type](model)

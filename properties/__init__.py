@@ -1,0 +1,1 @@
+"""Hypothesis properties of icl_verify: one module per claim, each run over the whole registry."""

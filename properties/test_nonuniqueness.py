@@ -1,0 +1,52 @@
+"""DESIGN §2, not unique: for any ``v`` with ``v . z_x = 1`` the update ``(W dz) v^T`` also turns
+the query alone into the query after the context, and the built-in ``v = z_x / ||z_x||^2`` has
+the smallest Frobenius norm among them (``||v|| >= 1/||z_x||`` by Cauchy-Schwarz).
+
+Every such ``v`` is ``z_x / ||z_x||^2 + w`` with ``w . z_x = 0``; the property draws the direction
+of ``w`` from a seed and its size ``t / ||z_x||`` with ``t`` from 0 to 10.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from icl_verify import claims, context_update, tolerance
+from icl_verify.strategies import cases
+from properties._support import applicable, layers, record, verdict
+
+
+def family_member(right: torch.Tensor, z: torch.Tensor, size: float, seed: int) -> torch.Tensor:
+    """``right + w`` with ``w . z = 0`` and ``||w|| = size / ||z||``: ``(B, d)``."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(z.shape, generator=g, dtype=torch.float64).to(z.dtype)
+    sq = (z * z).sum(-1, keepdim=True)
+    w = w - (w * z).sum(-1, keepdim=True) / sq * z
+    w = w - (w * z).sum(-1, keepdim=True) / sq * z  # twice: orthogonal to rounding
+    norm = w.norm(dim=-1, keepdim=True)
+    w = torch.where(norm > 0, w / norm.clamp_min(torch.finfo(z.dtype).tiny), 0) * size / sq.sqrt()
+    return right + w
+
+
+@pytest.mark.parametrize("layer", layers())
+@given(data=st.data())
+def test_any_v_with_unit_inner_product(layer, data):
+    block, context, query = data.draw(cases(layer), label="case").build()
+    size = data.draw(st.sampled_from((0.0, 1e-3, 0.1, 1.0, 10.0)), label="t")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    with applicable():
+        upd = context_update(block, context, query)
+    other = dataclasses.replace(upd, right=family_member(upd.right, upd.reference.z, size, seed))
+    verdict(claims.identity(block, other, claim="non_uniqueness"), layer)
+    shortfalls = []
+    for dw_v, dw in zip(other.dense(), upd.dense()):
+        m, d = dw.shape[-2:]
+        smallest = dw.flatten(-2).norm(dim=-1).double()
+        this = dw_v.flatten(-2).norm(dim=-1).double()
+        slack = 2 * tolerance.gamma(m * d + d, dw.dtype) * smallest
+        assert (this >= smallest - slack).all(), (
+            f"||dW_v|| = {this.tolist()} < ||dW|| = {smallest.tolist()} for t = {size}")
+        shortfalls.append(float(((smallest - this) / slack.clamp_min(1e-300)).clamp_min(0).max()))
+    record("minimum_norm", layer, max(shortfalls))

