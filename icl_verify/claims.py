@@ -64,8 +64,10 @@ class Check:
 
     @property
     def passed(self) -> bool:
-        """Every entry within tolerance (and every error finite)."""
-        return bool(torch.isfinite(self.error).all() and (self.error <= self.tolerance).all())
+        """Every entry within tolerance (and every error and tolerance finite: an infinite
+        tolerance proves nothing)."""
+        return bool(torch.isfinite(self.error).all() and torch.isfinite(self.tolerance).all()
+                    and (self.error <= self.tolerance).all())
 
     def __str__(self) -> str:
         return (f"{self.claim}: worst error/tolerance {self.worst_ratio:.3g}, max relative error "

@@ -143,11 +143,9 @@ def _reverse_jacobian_norm(fn, inputs, entry_dims):
 
 
 def entry_norm(*tensors: torch.Tensor | None, entry_dims: int) -> torch.Tensor:
-    """Euclidean norm over everything but the ``entry_dims`` leading dims, jointly over tensors."""
-    acc = None
-    for t in tensors:
-        if t is None:
-            continue
-        sq = (t * t).flatten(entry_dims).sum(-1)
-        acc = sq if acc is None else acc + sq
-    return acc.sqrt()
+    """Euclidean norm over everything but the ``entry_dims`` leading dims, jointly over tensors,
+    scaled by the largest magnitude so that squares of large entries do not overflow."""
+    flat = [t.flatten(entry_dims) for t in tensors if t is not None]
+    m = torch.stack([t.abs().amax(-1) for t in flat]).amax(0)
+    m = torch.where(m > 0, m, torch.ones_like(m))
+    return m * sum(((t / m[..., None]) ** 2).sum(-1) for t in flat).sqrt()

@@ -65,6 +65,14 @@ class ImplicitUpdate:
         )
 
 
+def safe_norm(x: torch.Tensor) -> torch.Tensor:
+    """``||x||`` over the last dim, keepdim, computed as ``m ||x / m||`` (``m = max |x_i|``) so that
+    it neither overflows nor underflows where the norm itself is representable."""
+    m = x.abs().amax(-1, keepdim=True)
+    m = torch.where(m > 0, m, torch.ones_like(m))
+    return m * (x / m).norm(dim=-1, keepdim=True)
+
+
 def general_update(
     weights: Sequence[torch.Tensor],
     target: Decomposition,
@@ -92,21 +100,26 @@ def general_update(
         raise ShapeError(f"one of target and reference has a bypass, the other not{where(block)}")
     check_finite(z_t, "target network input z", block=block)
     check_finite(z_r, "reference network input z", block=block)
-    sq = (z_r * z_r).sum(-1, keepdim=True)
-    bad = sq.squeeze(-1) <= torch.finfo(z_r.dtype).tiny
+    norm = safe_norm(z_r)
+    right = z_r / norm / norm  # z_r / ||z_r||^2 without forming the square, which may overflow
+    bad = (norm.squeeze(-1) == 0) | ~torch.isfinite(right).all(-1)
     if bad.any():
         idx = tuple(int(i) for i in bad.nonzero()[0])
         pos = None
         if positions is not None:
             pos = int(positions.expand(bad.shape)[idx])
         raise DegenerateReferenceError(
-            f"reference network input z_r is zero (||z_r||^2 = {float(sq[idx]):.3g}) at index {idx}: "
+            f"reference network input z_r is zero or too small for {z_r.dtype} "
+            f"(||z_r|| = {float(norm[idx]):.3g}) at index {idx}: "
             f"no rank-one update u z_r^T / ||z_r||^2 exists{where(block, pos)}"
         )
     dz = z_t - z_r
     left = tuple(dz @ w.T for w in weights)
     shift = None if target.s is None else target.s - reference.s
-    return ImplicitUpdate(left, z_r / sq, shift, target, reference)
+    for name, t in [("left factor W (z_t - z_r)", u) for u in left] + [("bypass shift", shift)]:
+        if t is not None:
+            check_finite(t, f"the update's {name} (overflow in {t.dtype}?)", block=block)
+    return ImplicitUpdate(left, right, shift, target, reference)
 
 
 def updated_inputs(
