@@ -23,6 +23,54 @@ class CausalConv1d(nn.Module):
         y = F.pad(x.transpose(1, 2), (self.kernel - 1, 0))
         return self.conv(y).transpose(1, 2)
 
+    def step(self, context: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Convolution outputs ``(B, n+1, e)`` for copies ``x`` ``(B, n+1, e)``, copy ``i`` at
+        position ``i`` after the context inputs ``context`` ``(B, n, e)``:
+        ``b + w_0 x_i + sum_{s=1}^{k-1} w_s c_{i-s+1}`` (1-based ``c``, zero before the start)."""
+        k, t = self.kernel, x.shape[1]
+        w = self.conv.weight[:, 0, :]  # (e, k); w[:, k-1-s] multiplies the input s steps back
+        padded = F.pad(context, (0, 0, k - 1, 0))  # (B, n+k-1, e)
+        y = self.conv.bias + w[:, k - 1] * x
+        for back in range(1, k):
+            y = y + w[:, k - 1 - back] * padded[:, k - 1 - back:k - 1 - back + t]
+        return y
+
+
+class SqrtBoundDerivative(torch.autograd.Function):
+    """``sqrt(x)`` whose derivative is capped at ``MAX_GRAD`` near ``x = 0``, as RecurrentGemma
+    does: where the gate ``r_t`` underflows, ``a_t = 1`` and the true ``1/(2 sqrt(0))`` would make
+    every Jacobian (and so the error model) infinite."""
+
+    MAX_GRAD = 1000.0
+
+    @staticmethod
+    def forward(x):
+        return torch.sqrt(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.save_for_forward(inputs[0])
+
+    @staticmethod
+    def _slope(x):
+        return 0.5 / torch.sqrt(x.clamp_min(1.0 / (4.0 * SqrtBoundDerivative.MAX_GRAD ** 2)))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * SqrtBoundDerivative._slope(x)
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        (x,) = ctx.saved_tensors
+        return tangent * SqrtBoundDerivative._slope(x)
+
+
+def sqrt_bound_derivative(x: torch.Tensor) -> torch.Tensor:
+    """``sqrt(x)`` with a derivative capped at 1000 (see :class:`SqrtBoundDerivative`)."""
+    return SqrtBoundDerivative.apply(x)
+
 
 class RGLRU(nn.Module):
     """Real-Gated Linear Recurrent Unit ``(B, T, e) -> (B, T, e)``, per channel:
@@ -41,13 +89,16 @@ class RGLRU(nn.Module):
         a = torch.empty(e).uniform_(*a_range)
         self.Lambda = nn.Parameter(torch.log(a) - torch.log1p(-a))  # inverse sigmoid
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(a_t, sqrt(1 - a_t^2) i_t x_t)``, each ``(B, T, e)``: ``h_t = a_t h_{t-1} + u_t``."""
         r = torch.sigmoid(self.gate_a(x))
         i = torch.sigmoid(self.gate_i(x))
         log_a = self.c * r * F.logsigmoid(self.Lambda)  # (B, T, e), <= 0
-        a = torch.exp(log_a)
-        mult = torch.sqrt(-torch.expm1(2.0 * log_a))  # sqrt(1 - a_t^2), accurate near a_t = 1
-        u = mult * i * x
+        mult = sqrt_bound_derivative(-torch.expm1(2.0 * log_a))  # sqrt(1 - a_t^2), accurate near a_t = 1
+        return torch.exp(log_a), mult * i * x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, u = self.coefficients(x)
         h = x.new_zeros(x.shape[0], x.shape[2])
         out = []
         for t in range(x.shape[1]):
@@ -74,6 +125,22 @@ class GriffinRecurrent(nn.Module):
         g = F.gelu(self.gate(x))
         h = self.rglru(self.conv(self.proj_x(x)))
         return self.out(g * h)
+
+    def states(self, x: torch.Tensor, *, output: bool = True):
+        """Per-prefix cache of a context ``x`` ``(B, n, d)``: the convolution's inputs
+        ``W_x c_j`` ``(B, n, d)`` (its window) and the RG-LRU states ``h_0..h_n`` ``(B, n+1, d)``.
+        Returns ``(A(x) or None, (window, h))``; the scan over the context is the only loop."""
+        window = self.proj_x(x)
+        h = self.rglru(self.conv(window))
+        out = self.out(F.gelu(self.gate(x)) * h) if output else None
+        return out, (window, torch.cat([h.new_zeros(h.shape[0], 1, h.shape[2]), h], dim=1))
+
+    def step(self, cache, x: torch.Tensor) -> torch.Tensor:
+        """Outputs ``(B, n+1, d)`` for copies ``x`` ``(B, n+1, d)``, copy ``i`` after the first
+        ``i`` context tokens: one convolution tap and one RG-LRU step each, batched."""
+        window, h = cache
+        a, u = self.rglru.coefficients(self.conv.step(window, self.proj_x(x)))
+        return self.out(F.gelu(self.gate(x)) * (a * h + u))
 
 
 @register_layer("griffin_recurrent", heads=(1,), dims=(2, 32), vanishing_increments=False,

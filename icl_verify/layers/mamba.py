@@ -42,23 +42,49 @@ class Mamba(nn.Module):
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
         self.out_proj = nn.Linear(e, d, bias=False)
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        b, t, _ = u.shape
-        x, z = self.in_proj(u).chunk(2, dim=-1)
-        x = F.silu(self.conv(x))  # (B, T, e)
+    def mix(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-position SSM coefficients from the convolved inner stream ``x`` ``(B, T, e)``:
+        ``decay = exp(dt A)`` and ``drive = (dt x) B^T`` ``(B, T, e, N)``, and ``C`` ``(B, T, N)``."""
         dt = F.softplus(self.dt_proj(x))  # (B, T, e)
         Bt, Ct = self.B_proj(x), self.C_proj(x)  # (B, T, N)
         A = -torch.exp(self.A_log).reshape(self.e, self.state)  # (e, N)
-        decay = torch.exp(dt[..., None] * A)  # (B, T, e, N)
-        drive = (dt * x)[..., None] * Bt[:, :, None, :]  # (B, T, e, N)
+        return torch.exp(dt[..., None] * A), (dt * x)[..., None] * Bt[:, :, None, :], Ct
+
+    def scan(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The mixer on ``u`` ``(B, T, d)``: output ``(B, T, d)``, the convolution's inputs
+        ``(B, T, e)`` and the states ``h_1..h_T`` ``(B, T, e, N)``."""
+        b, t, _ = u.shape
+        x_in, z = self.in_proj(u).chunk(2, dim=-1)
+        x = F.silu(self.conv(x_in))  # (B, T, e)
+        decay, drive, Ct = self.mix(x)
         h = u.new_zeros(b, self.e, self.state)
-        ys = []
+        hs = []
         for s in range(t):
             h = decay[:, s] * h + drive[:, s]
-            ys.append((h * Ct[:, s, None, :]).sum(-1))
-        y = torch.stack(ys, dim=1) + self.D * x
-        return self.out_proj(y * F.silu(z))
+            hs.append(h)
+        hs = torch.stack(hs, dim=1) if hs else u.new_zeros(b, 0, self.e, self.state)
+        y = (hs * Ct[:, :, None, :]).sum(-1) + self.D * x
+        return self.out_proj(y * F.silu(z)), x_in, hs
 
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.scan(u)[0]
+
+    def states(self, u: torch.Tensor, *, output: bool = True):
+        """Per-prefix cache of a context ``u`` ``(B, n, d)``: the convolution's inputs
+        ``(B, n, e)`` and the SSM states ``h_0..h_n`` ``(B, n+1, e, N)``.
+        Returns ``(A(u), (window, h))`` (the output comes with the scan)."""
+        out, window, hs = self.scan(u)
+        return out, (window, torch.cat([hs.new_zeros(hs.shape[0], 1, *hs.shape[2:]), hs], dim=1))
+
+    def step(self, cache, u: torch.Tensor) -> torch.Tensor:
+        """Outputs ``(B, n+1, d)`` for copies ``u`` ``(B, n+1, d)``, copy ``i`` after the first
+        ``i`` context tokens: one convolution tap and one SSM step each, batched."""
+        window, h = cache
+        x_in, z = self.in_proj(u).chunk(2, dim=-1)
+        x = F.silu(self.conv.step(window, x_in))
+        decay, drive, Ct = self.mix(x)
+        y = ((decay * h + drive) * Ct[:, :, None, :]).sum(-1) + self.D * x
+        return self.out_proj(y * F.silu(z))
 
 @register_layer("mamba", heads=(1,), dims=(2, 32), vanishing_increments=False,
                 tags=("ssm", "recurrent", "gated", "conv"))

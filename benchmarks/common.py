@@ -1,0 +1,67 @@
+"""Shared sizes, builders and helpers of the asv suites (numpy/scipy style).
+
+Every benchmark fixes ``torch.set_num_threads(THREADS)`` in ``setup`` so numbers are comparable
+across commits and machines, builds its models from fixed seeds, and skips itself (by raising
+``NotImplementedError`` in ``setup``, asv's convention) on commits that lack what it measures.
+"""
+from __future__ import annotations
+
+import torch
+
+THREADS = 1
+D = 64
+DEPTH = 4
+#: stack kind -> (registered layer, heads): the three stacks of the speed targets.
+STACKS = {"attention": ("softmax_attention", 4), "gru": ("gru", 1), "griffin": ("griffin_recurrent", 1)}
+
+
+class Short:
+    """asv sampling kept short (the machine is shared and history reruns every commit):
+    one call per sample, up to 3 samples or 10 s, one round, no warm-up rounds."""
+
+    number = 1
+    repeat = (1, 3, 10.0)
+    rounds = 1
+    warmup_time = 0.0
+    timeout = 300
+
+
+def setup_torch() -> None:
+    torch.set_num_threads(THREADS)
+    torch.set_grad_enabled(False)
+
+
+def fast_module():
+    """``icl_verify.fast``, or skip the benchmark on a commit that predates it."""
+    import os
+
+    import icl_verify
+
+    try:
+        from icl_verify import fast
+    except ImportError:
+        fast = None
+    # an editable install can supply the work tree's fast.py to an older exported tree
+    here = os.path.dirname(os.path.abspath(icl_verify.__path__[0] + "/x"))
+    if fast is None or os.path.dirname(os.path.abspath(fast.__file__)) != here:
+        raise NotImplementedError("icl_verify.fast does not exist at this commit")
+    return fast
+
+
+def make_stack(kind: str, *, d: int = D, depth: int = DEPTH, dtype=torch.float32):
+    """A seeded stack of ``depth`` pre-LN blocks of the ``kind`` layer (see ``STACKS``)."""
+    from icl_verify.blocks import build_stack
+
+    layer, heads = STACKS[kind]
+    return build_stack(layer, "pre_ln", d, depth, heads=heads, seed=0, dtype=dtype).eval()
+
+
+def make_block(kind: str, *, d: int = D, dtype=torch.float32):
+    """The first block of :func:`make_stack`."""
+    return make_stack(kind, d=d, depth=1, dtype=dtype).blocks[0]
+
+
+def tokens(t: int, *, d: int = D, dtype=torch.float32, seed: int = 0) -> torch.Tensor:
+    """``(1, t, d)`` standard normal tokens from a seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, t, d, generator=g, dtype=torch.float64).to(dtype)

@@ -1,0 +1,201 @@
+"""Prefix dynamics at the cost of one forward pass (DESIGN §3, §4).
+
+In a causal block the context's own states never depend on the query, so the query placed after
+``c_1..c_i`` can reuse the states of ``c_1..c_i`` (the key/value cache of attention, the hidden
+state of a recurrence, the running sums of linear attention, the convolution window and scan
+state of Griffin and Mamba). A layer declares this by two methods, the same idea as incremental
+decoding:
+
+- ``states(x, *, output=True) -> (A(x) or None, cache)``: one causal pass over the context
+  ``x`` ``(B, n, d)``, returning the layer output (when asked) and a per-prefix cache;
+- ``step(cache, q) -> (B, n+1, d)``: the layer output for ``n+1`` copies ``q`` ``(B, n+1, d)``,
+  copy ``i`` placed at position ``i`` (0-based) after ``c_1..c_i``, in one batched pass.
+
+A block has the fast path when it calls its ``layer`` attribute once per ``decompose`` on the
+sequence of layer inputs and that layer has both methods (:func:`has_fast_path`); every other
+block falls back to one forward pass per prefix, with the same result.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .blocks import ContextualBlock, Decomposition, Stack
+from .checks import check_tensor, module_dtype
+from .dynamics import prefix_updates
+from .errors import EmptyContextError, ICLVerifyError, ShapeError, where
+from .updates import ImplicitUpdate, general_update, single_token
+
+__all__ = ["all_position_updates", "has_fast_path", "fast_prefix_updates", "stack_prefix_updates"]
+
+
+def has_fast_path(block: nn.Module) -> bool:
+    """Whether ``block.layer`` provides ``states`` and ``step`` (see the module docstring)."""
+    layer = getattr(block, "layer", None)
+    return callable(getattr(layer, "states", None)) and callable(getattr(layer, "step", None))
+
+
+class _Cached(nn.Module):
+    """Stands in for a block's layer: records the context cache (``cache is None``) or answers
+    the copies from a cache."""
+
+    def __init__(self, layer: nn.Module, cache=None, output: bool = True):
+        super().__init__()
+        self.layer, self.cache, self.output, self.calls = layer, cache, output, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.cache is not None:
+            return self.layer.step(self.cache, x)
+        out, self.recorded = self.layer.states(x, output=self.output)
+        return x if out is None else out  # without output, a placeholder nobody reads
+
+
+def _with_layer(block: ContextualBlock, layer: nn.Module) -> ContextualBlock:
+    """A shallow copy of ``block`` whose ``layer`` is ``layer`` (``block`` is untouched)."""
+    clone = copy.copy(block)
+    clone._modules = dict(block._modules)
+    clone._modules["layer"] = layer
+    return clone
+
+
+def _run(block: ContextualBlock, stand_in: _Cached, fn):
+    result = fn(_with_layer(block, stand_in))
+    if stand_in.calls != 1:
+        raise ICLVerifyError(
+            f"{type(block).__name__}.decompose called its layer {stand_in.calls} times; the fast "
+            "path needs exactly one call on the sequence of layer inputs"
+        )
+    return result
+
+
+def _context_states(block: ContextualBlock, context: torch.Tensor, output: bool):
+    """One causal pass of ``context`` ``(B, n, d)``: (block output ``(B, n, d)`` or None, cache)."""
+    stand_in = _Cached(block.layer, output=output)
+    out = _run(block, stand_in, (lambda b: b(context)) if output else (lambda b: b.decompose(context)))
+    return (out if output else None), stand_in.recorded
+
+
+def _fast_copies(block: ContextualBlock, cache, queries: torch.Tensor) -> Decomposition:
+    """Decomposition ``(B, n+1)`` of the copies ``queries`` ``(B, n+1, d)`` from the cache."""
+    return _run(block, _Cached(block.layer, cache), lambda b: b.decompose(queries))
+
+
+def _generic_copies(block: ContextualBlock, context: torch.Tensor, queries: torch.Tensor) -> Decomposition:
+    """As :func:`_fast_copies`, by one forward pass per prefix (``O(n)`` passes)."""
+    decs = [block.decompose(torch.cat([context[:, :i], queries[:, i:i + 1]], dim=1)).at(-1)
+            for i in range(queries.shape[1])]
+    s = None if decs[0].s is None else torch.stack([d.s for d in decs], dim=1)
+    return Decomposition(torch.stack([d.z for d in decs], dim=1), s)
+
+
+def _checked(module: nn.Module, context: torch.Tensor, query: torch.Tensor, block_index=None) -> None:
+    dtype = module_dtype(module)
+    check_tensor(query, "query", ndim=2, dtype=dtype, block=block_index)
+    check_tensor(context, "context", ndim=3, dtype=dtype, width=query.shape[-1], block=block_index)
+    if context.shape[1] == 0:
+        raise EmptyContextError(f"prefix dynamics need a context of at least one token{where(block_index)}")
+    if context.shape[0] != query.shape[0]:
+        raise ShapeError(f"context batch {context.shape[0]} and query batch {query.shape[0]} differ")
+
+
+def _update(block: ContextualBlock, target: Decomposition, reference: Decomposition, block_index):
+    return general_update([w for w, _ in block.first_layers()], target, reference, block=block_index,
+                          positions=torch.arange(target.z.shape[1])[None, :])
+
+
+def _alone(block: ContextualBlock, query: torch.Tensor, like: Decomposition) -> Decomposition:
+    """The query ``(B, d)`` alone through ``block``, broadcast over the copies of ``like``."""
+    ref = single_token(block, query)
+    return Decomposition(ref.z[:, None].expand_as(like.z),
+                         None if ref.s is None else ref.s[:, None].expand_as(like.s))
+
+
+def fast_prefix_updates(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
+                        block_index: int | None = None) -> ImplicitUpdate:
+    """Same result as :func:`icl_verify.dynamics.prefix_updates` (``dW(c_1..c_i)``, ``i = 0..n``,
+    against the query alone; leading dims ``(B, n+1)``), at about the cost of one forward pass:
+    one causal pass over ``context`` ``(B, n, d)`` and one batched pass of ``n+1`` copies of
+    ``query`` ``(B, d)``. Falls back to ``prefix_updates`` when the block has no fast path."""
+    if not has_fast_path(block):
+        return prefix_updates(block, context, query, block_index=block_index)
+    _checked(block, context, query, block_index)
+    _, cache = _context_states(block, context, output=False)
+    copies = query[:, None].expand(-1, context.shape[1] + 1, -1)
+    target = _fast_copies(block, cache, copies)
+    return _update(block, target, _alone(block, query, target), block_index)
+
+
+def stack_prefix_updates(stack: Stack, context: torch.Tensor, query: torch.Tensor, *,
+                         fast: bool = True) -> list[ImplicitUpdate]:
+    """Prefix dynamics of every block of ``stack``: entry ``l`` has leading dims ``(B, n+1)``.
+
+    For prefix ``i`` (``i = 0..n``) block ``l``'s target is the query's position in
+    ``[c_1..c_i, x]`` as seen by block ``l`` (its input ``X^l``) and its reference is that
+    representation of the query, ``q^l_i = X^l_{i+1}``, alone; so entry ``[l][:, i]`` equals
+    ``stack_updates(stack, [c_1..c_i, x])[l]``.
+
+    ``fast=True``: one causal forward of ``context`` ``(B, n, d)`` through the stack gives every
+    block's cache; block ``l``'s copies ``q^l_i`` are block ``l-1``'s batched step outputs (blocks
+    without a fast path do their copies prefix by prefix). ``fast=False``: the generic method,
+    one forward pass of the stack per prefix.
+    """
+    _checked(stack, context, query)
+    blocks = list(stack.blocks)
+    n = context.shape[1]
+    if not fast:
+        seqs = [stack.block_inputs(torch.cat([context[:, :i], query[:, None]], dim=1)) for i in range(n + 1)]
+        updates = []
+        for l, block in enumerate(blocks):
+            target = [block.decompose(xs[l]).at(-1) for xs in seqs]
+            z = torch.stack([d.z for d in target], dim=1)
+            s = None if target[0].s is None else torch.stack([d.s for d in target], dim=1)
+            copies = torch.stack([xs[l][:, -1] for xs in seqs], dim=1)
+            updates.append(_update(block, Decomposition(z, s), single_token(block, copies), l))
+        return updates
+    updates, x, copies = [], context, query[:, None].expand(-1, n + 1, -1)
+    for l, block in enumerate(blocks):
+        last = l == len(blocks) - 1
+        if has_fast_path(block):
+            x_next, cache = _context_states(block, x, output=not last)
+            target = _fast_copies(block, cache, copies)
+        else:
+            target = _generic_copies(block, x, copies)
+            x_next = None if last else block(x)
+        ref = _alone(block, query, target) if l == 0 else single_token(block, copies)
+        updates.append(_update(block, target, ref, l))  # block 0's copies are all the query
+        if not last:
+            copies = block.output(block.pre_activations(target.z), target.s)
+            x = x_next
+    return updates
+
+
+def all_position_updates(stack: Stack, x: torch.Tensor, *, reference: str = "token") -> list[ImplicitUpdate]:
+    """Every position's update in every block (the result of
+    ``stack_updates(stack, x, reference=..., every_position=True)``), leading dims ``(B, T)``.
+
+    One forward pass of ``x`` ``(B, T, d)`` through the stack, keeping each block's ``z`` and
+    ``s`` on the way (the forward computes them anyway), plus one batched pass of length-1
+    sequences per block. Kept factored: memory ``O(T (m + d))`` per block, never ``T`` dense
+    ``m x d`` matrices.
+    """
+    check_tensor(x, "sequence", ndim=3, dtype=module_dtype(stack))
+    if x.shape[1] == 0:
+        raise ShapeError("sequence has no positions")
+    if reference not in ("token", "query"):
+        raise ValueError(f"reference must be 'token' or 'query', got {reference!r}")
+    updates = []
+    for l, block in enumerate(stack.blocks):
+        target = block.decompose(x)
+        if reference == "token":
+            ref = single_token(block, x)
+        else:
+            q = single_token(block, x[:, -1])
+            ref = Decomposition(q.z[:, None].expand_as(target.z),
+                                None if q.s is None else q.s[:, None].expand_as(target.s))
+        updates.append(_update(block, target, ref, l))
+        if l < len(stack.blocks) - 1:
+            x = block.output(block.pre_activations(target.z), target.s)
+    return updates
