@@ -4,7 +4,7 @@ import torch
 from icl_verify.blocks import build_block
 from icl_verify.updates import context_update, stack_updates
 
-from .common import Short, STACKS, fast_module, make_stack, setup_torch, tokens
+from .common import Short, STACKS, make_stack, setup_torch, tokens
 
 
 class ContextUpdate(Short):
@@ -34,10 +34,7 @@ class AllPositions(Short):
         if kind != "attention" and t > 1024:
             raise NotImplementedError("recurrent stacks are timed up to T=1024")
         self.stack, self.x = make_stack(kind), tokens(t)
-        try:
-            self.fast = fast_module().all_position_updates
-        except NotImplementedError:  # older commits: the generic stack path
-            self.fast = lambda stack, x: stack_updates(stack, x, every_position=True)
+        self.fast = lambda stack, x: stack_updates(stack, x, every_position=True)
 
     def time_all_positions(self, kind, t):
         self.fast(self.stack, self.x)

@@ -62,10 +62,10 @@ def peak_growth(kind: str, what: str) -> float:
     code = f"""
 import resource, torch
 from benchmarks.common import make_stack, setup_torch, tokens
-from icl_verify.fast import all_position_updates
+from icl_verify.updates import stack_updates
 setup_torch()
 stack, x = make_stack({kind!r}), tokens({N})
-run = (lambda y: stack(y)) if {what!r} == "forward" else (lambda y: all_position_updates(stack, y))
+run = (lambda y: stack(y)) if {what!r} == "forward" else (lambda y: stack_updates(stack, y, every_position=True))
 run(x[:, :16])  # warm-up on a short sequence: loads the code paths, not the memory
 fn = lambda: run(x)
 rss = int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20
@@ -77,7 +77,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss)
 
 
 def main() -> None:
-    from icl_verify.fast import all_position_updates, stack_prefix_updates
+    from icl_verify.fast import stack_prefix_updates
+    from icl_verify.updates import stack_updates
 
     setup_torch()
     rows = {}
@@ -90,7 +91,7 @@ def main() -> None:
             "forward": lambda: stack(x),
             "fast_prefix": lambda: stack_prefix_updates(stack, context, query),
             "forward_T": lambda: stack(x_all),
-            "all_positions": lambda: all_position_updates(stack, x_all),
+            "all_positions": lambda: stack_updates(stack, x_all, every_position=True),
         })
         generic, sampled = generic_estimate(stack, context, query)
         rows[kind] = dict(t, generic_estimate=generic, generic_sampled=sampled,

@@ -12,6 +12,7 @@ and ``W_i = W + dW(c_1..c_i)``:
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from .blocks import ContextualBlock, Decomposition
 from .checks import check_tensor, module_dtype
@@ -19,10 +20,24 @@ from .errors import EmptyContextError, ShapeError, where
 from .updates import ImplicitUpdate, single_token, general_update
 
 
-def prefix_targets(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor) -> Decomposition:
-    """The query's decomposition after each prefix ``c_1..c_i``, ``i = 0..n``: leading dims
-    ``(B, n+1)``. Generic method: one forward pass per prefix."""
-    decs = [block.decompose(torch.cat([context[:, :i], query[:, None]], dim=1)).at(-1)
+def check_prefix_inputs(module: nn.Module, context: torch.Tensor, query: torch.Tensor,
+                        block_index: int | None = None) -> None:
+    """Typed errors for prefix dynamics: ``context`` ``(B, n, d)`` with ``n >= 1`` and ``query``
+    ``(B, d)``, finite, in the module's dtype."""
+    dtype = module_dtype(module)
+    check_tensor(query, "query", ndim=2, dtype=dtype, block=block_index)
+    check_tensor(context, "context", ndim=3, dtype=dtype, width=query.shape[-1], block=block_index)
+    if context.shape[1] == 0:
+        raise EmptyContextError(f"prefix dynamics need a context of at least one token{where(block_index)}")
+    if context.shape[0] != query.shape[0]:
+        raise ShapeError(f"context batch {context.shape[0]} and query batch {query.shape[0]} differ")
+
+
+def prefix_targets(block: ContextualBlock, context: torch.Tensor, queries: torch.Tensor) -> Decomposition:
+    """Decomposition of ``queries[:, i]`` placed after ``c_1..c_i``, ``i = 0..n``: leading dims
+    ``(B, n+1)``. ``queries`` is ``(B, n+1, d)`` (one copy per prefix). Generic method: one
+    forward pass per prefix."""
+    decs = [block.decompose(torch.cat([context[:, :i], queries[:, i:i + 1]], dim=1)).at(-1)
             for i in range(context.shape[1] + 1)]
     z = torch.stack([d.z for d in decs], dim=1)
     s = None if decs[0].s is None else torch.stack([d.s for d in decs], dim=1)
@@ -34,21 +49,16 @@ def prefix_updates(block: ContextualBlock, context: torch.Tensor, query: torch.T
     """``dW(c_1..c_i)`` for ``i = 0..n`` against the query alone: leading dims ``(B, n+1)``.
 
     ``context`` ``(B, n, d)`` with ``n >= 1``; ``query`` ``(B, d)``. Entry ``i = 0`` is zero.
+    Generic method (one forward pass per prefix); :mod:`icl_verify.fast` gives the same at the
+    cost of one.
     """
-    dtype = module_dtype(block)
-    check_tensor(query, "query", ndim=2, dtype=dtype, block=block_index)
-    check_tensor(context, "context", ndim=3, dtype=dtype, width=query.shape[-1], block=block_index)
-    if context.shape[1] == 0:
-        raise EmptyContextError(f"prefix dynamics need a context of at least one token{where(block_index)}")
-    if context.shape[0] != query.shape[0]:
-        raise ShapeError(f"context batch {context.shape[0]} and query batch {query.shape[0]} differ")
-    target = prefix_targets(block, context, query)
+    check_prefix_inputs(block, context, query, block_index)
+    target = prefix_targets(block, context, query[:, None].expand(-1, context.shape[1] + 1, -1))
     ref = single_token(block, query)
-    n1 = target.z.shape[1]
     reference = Decomposition(ref.z[:, None].expand_as(target.z),
                               None if ref.s is None else ref.s[:, None].expand_as(target.s))
     return general_update([w for w, _ in block.first_layers()], target, reference,
-                          block=block_index, positions=torch.arange(n1)[None, :])
+                          block=block_index, positions=torch.arange(target.z.shape[1])[None, :])
 
 
 def prefix_weights(block: ContextualBlock, updates: ImplicitUpdate) -> tuple[torch.Tensor, ...]:

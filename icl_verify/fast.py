@@ -23,12 +23,11 @@ import torch
 from torch import nn
 
 from .blocks import ContextualBlock, Decomposition, Stack
-from .checks import check_tensor, module_dtype
-from .dynamics import prefix_updates
-from .errors import EmptyContextError, ICLVerifyError, ShapeError, where
+from .dynamics import check_prefix_inputs, prefix_targets, prefix_updates
+from .errors import ICLVerifyError
 from .updates import ImplicitUpdate, general_update, single_token
 
-__all__ = ["all_position_updates", "has_fast_path", "fast_prefix_updates", "stack_prefix_updates"]
+__all__ = ["has_fast_path", "fast_prefix_updates", "stack_prefix_updates"]
 
 
 def has_fast_path(block: nn.Module) -> bool:
@@ -83,24 +82,6 @@ def _fast_copies(block: ContextualBlock, cache, queries: torch.Tensor) -> Decomp
     return _run(block, _Cached(block.layer, cache), lambda b: b.decompose(queries))
 
 
-def _generic_copies(block: ContextualBlock, context: torch.Tensor, queries: torch.Tensor) -> Decomposition:
-    """As :func:`_fast_copies`, by one forward pass per prefix (``O(n)`` passes)."""
-    decs = [block.decompose(torch.cat([context[:, :i], queries[:, i:i + 1]], dim=1)).at(-1)
-            for i in range(queries.shape[1])]
-    s = None if decs[0].s is None else torch.stack([d.s for d in decs], dim=1)
-    return Decomposition(torch.stack([d.z for d in decs], dim=1), s)
-
-
-def _checked(module: nn.Module, context: torch.Tensor, query: torch.Tensor, block_index=None) -> None:
-    dtype = module_dtype(module)
-    check_tensor(query, "query", ndim=2, dtype=dtype, block=block_index)
-    check_tensor(context, "context", ndim=3, dtype=dtype, width=query.shape[-1], block=block_index)
-    if context.shape[1] == 0:
-        raise EmptyContextError(f"prefix dynamics need a context of at least one token{where(block_index)}")
-    if context.shape[0] != query.shape[0]:
-        raise ShapeError(f"context batch {context.shape[0]} and query batch {query.shape[0]} differ")
-
-
 def _update(block: ContextualBlock, target: Decomposition, reference: Decomposition, block_index):
     return general_update([w for w, _ in block.first_layers()], target, reference, block=block_index,
                           positions=torch.arange(target.z.shape[1])[None, :])
@@ -121,7 +102,7 @@ def fast_prefix_updates(block: ContextualBlock, context: torch.Tensor, query: to
     ``query`` ``(B, d)``. Falls back to ``prefix_updates`` when the block has no fast path."""
     if not has_fast_path(block):
         return prefix_updates(block, context, query, block_index=block_index)
-    _checked(block, context, query, block_index)
+    check_prefix_inputs(block, context, query, block_index)
     _, cache = _context_states(block, context, output=False)
     copies = query[:, None].expand(-1, context.shape[1] + 1, -1)
     target = _fast_copies(block, cache, copies)
@@ -142,7 +123,7 @@ def stack_prefix_updates(stack: Stack, context: torch.Tensor, query: torch.Tenso
     without a fast path do their copies prefix by prefix). ``fast=False``: the generic method,
     one forward pass of the stack per prefix.
     """
-    _checked(stack, context, query)
+    check_prefix_inputs(stack, context, query)
     blocks = list(stack.blocks)
     n = context.shape[1]
     if not fast:
@@ -162,40 +143,11 @@ def stack_prefix_updates(stack: Stack, context: torch.Tensor, query: torch.Tenso
             x_next, cache = _context_states(block, x, output=not last)
             target = _fast_copies(block, cache, copies)
         else:
-            target = _generic_copies(block, x, copies)
+            target = prefix_targets(block, x, copies)
             x_next = None if last else block(x)
         ref = _alone(block, query, target) if l == 0 else single_token(block, copies)
         updates.append(_update(block, target, ref, l))  # block 0's copies are all the query
         if not last:
             copies = block.output(block.pre_activations(target.z), target.s)
             x = x_next
-    return updates
-
-
-def all_position_updates(stack: Stack, x: torch.Tensor, *, reference: str = "token") -> list[ImplicitUpdate]:
-    """Every position's update in every block (the result of
-    ``stack_updates(stack, x, reference=..., every_position=True)``), leading dims ``(B, T)``.
-
-    One forward pass of ``x`` ``(B, T, d)`` through the stack, keeping each block's ``z`` and
-    ``s`` on the way (the forward computes them anyway), plus one batched pass of length-1
-    sequences per block. Kept factored: memory ``O(T (m + d))`` per block, never ``T`` dense
-    ``m x d`` matrices.
-    """
-    check_tensor(x, "sequence", ndim=3, dtype=module_dtype(stack))
-    if x.shape[1] == 0:
-        raise ShapeError("sequence has no positions")
-    if reference not in ("token", "query"):
-        raise ValueError(f"reference must be 'token' or 'query', got {reference!r}")
-    updates = []
-    for l, block in enumerate(stack.blocks):
-        target = block.decompose(x)
-        if reference == "token":
-            ref = single_token(block, x)
-        else:
-            q = single_token(block, x[:, -1])
-            ref = Decomposition(q.z[:, None].expand_as(target.z),
-                                None if q.s is None else q.s[:, None].expand_as(target.s))
-        updates.append(_update(block, target, ref, l))
-        if l < len(stack.blocks) - 1:
-            x = block.output(block.pre_activations(target.z), target.s)
     return updates

@@ -243,11 +243,20 @@ def position_updates(
     token ``t``); ``reference="query"``: against the last token ``x_T`` alone (the second
     paper's choice). One causal forward plus one batched pass of length-1 sequences.
     """
-    dtype = module_dtype(block)
-    check_tensor(x, "sequence", ndim=3, dtype=dtype, block=block_index)
+    _check_sequence(x, block, block_index)
+    return _position_updates(block, x, block.decompose(x), reference, block_index)
+
+
+def _check_sequence(x: torch.Tensor, module, block_index: int | None = None) -> None:
+    check_tensor(x, "sequence", ndim=3, dtype=module_dtype(module), block=block_index)
     if x.shape[1] == 0:
         raise ShapeError(f"sequence has no positions{where(block_index)}")
-    target = block.decompose(x)
+
+
+def _position_updates(block: ContextualBlock, x: torch.Tensor, target: Decomposition,
+                      reference: str, block_index: int | None, first: int = 0) -> ImplicitUpdate:
+    """:func:`position_updates` from the block's decomposition ``target`` of ``x`` (``x`` and
+    ``target`` hold positions ``first, first + 1, ...`` of the sequence)."""
     if reference == "token":
         ref = single_token(block, x)
     elif reference == "query":
@@ -258,7 +267,7 @@ def position_updates(
         raise ValueError(f"reference must be 'token' or 'query', got {reference!r}")
     return general_update(
         [w for w, _ in block.first_layers()], target, ref,
-        block=block_index, positions=torch.arange(x.shape[1])[None, :],
+        block=block_index, positions=torch.arange(first, first + x.shape[1])[None, :],
     )
 
 
@@ -267,16 +276,24 @@ def stack_updates(stack: Stack, x: torch.Tensor, *, reference: str = "token",
     """One update per block of ``stack`` for the sequence ``x`` ``(B, T, d)`` (DESIGN §4).
 
     Block ``l`` reads its with-context input ``X^l``; its target is the last position (every
-    position with ``every_position=True``) and its reference that position's representation
-    ``X^l_t`` alone (``reference="token"``) or the last one's (``"query"``).
+    position with ``every_position=True``, leading dims ``(B, T)``) and its reference that
+    position's representation ``X^l_t`` alone (``reference="token"``) or the last one's
+    (``"query"``). One forward pass through the stack, keeping each block's ``z`` and ``s`` on
+    the way, plus one batched pass of length-1 sequences per block; kept factored: memory
+    ``O(T (m + d))`` per block, never ``T`` dense ``m x d`` matrices.
     """
-    check_tensor(x, "sequence", ndim=3, dtype=module_dtype(stack))
-    inputs = stack.block_inputs(x)
+    _check_sequence(x, stack)
     updates = []
-    for l, (block, xl) in enumerate(zip(stack.blocks, inputs)):
-        check_finite(xl, "block input", block=l)
-        upd = position_updates(block, xl, reference=reference, block_index=l)
-        updates.append(upd if every_position else upd[:, -1])
+    for l, block in enumerate(stack.blocks):
+        check_finite(x, "block input", block=l)
+        target = block.decompose(x)
+        if every_position:
+            updates.append(_position_updates(block, x, target, reference, l))
+        else:
+            # at the last position both references are the last token alone
+            last = Decomposition(target.z[:, -1:], None if target.s is None else target.s[:, -1:])
+            updates.append(_position_updates(block, x[:, -1:], last, "token", l, x.shape[1] - 1)[:, -1])
+        x = block.output(block.pre_activations(target.z), target.s)
     return updates
 
 

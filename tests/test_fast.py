@@ -9,10 +9,10 @@ from torch import nn
 from icl_verify.blocks import Block, Stack, build_block, build_stack, get_composition, list_compositions
 from icl_verify.dynamics import prefix_updates
 from icl_verify.errors import DTypeError, EmptyContextError, ShapeError
-from icl_verify.fast import all_position_updates, fast_prefix_updates, has_fast_path, stack_prefix_updates
+from icl_verify.fast import fast_prefix_updates, has_fast_path, stack_prefix_updates
 from icl_verify.layers import get_layer, list_layers
 from icl_verify.networks import MLP
-from icl_verify.updates import stack_updates
+from icl_verify.updates import position_updates, stack_updates
 
 N = 7  # longer than Griffin's attention window (4) and the convolution kernels (4)
 EPS = torch.finfo(torch.float64).eps
@@ -136,21 +136,26 @@ def test_fallback_without_fast_path():
 
 @pytest.mark.parametrize("reference", ["token", "query"])
 @pytest.mark.parametrize("name", ["softmax_attention_rope", "gru", "griffin_recurrent", "mamba"])
-def test_all_position_updates_equal_stack_updates(name, reference):
+def test_all_position_updates_equal_per_block_updates(name, reference):
+    """stack_updates (one forward, z and s kept on the way) against position_updates on each
+    block's input from separate forward passes, and its last position against every_position=False."""
     d, heads = width(name)
     stack = build_stack(name, "post_ln", d, 3, heads=heads, seed=1)
     x = tokens(2, N, d, seed=7)
-    fast = all_position_updates(stack, x, reference=reference)
-    generic = stack_updates(stack, x, reference=reference, every_position=True)
-    for f, g in zip(fast, generic):
+    every = stack_updates(stack, x, reference=reference, every_position=True)
+    per_block = [position_updates(b, xl, reference=reference)
+                 for b, xl in zip(stack.blocks, stack.block_inputs(x))]
+    for f, g in zip(every, per_block):
         assert_same_update(f, g)
+    for f, g in zip(stack_updates(stack, x), every):  # at the last position both references agree
+        assert_same_update(f, g[:, -1])
 
 
 def test_all_position_updates_stay_factored():
     """Memory O(T (m + d)) per block: no tensor of the result has a (m, d) pair of axes."""
     t, d = 33, 8
     stack = build_stack("softmax_attention", "gated", d, 2, heads=2)
-    for upd in all_position_updates(stack, tokens(1, t, d)):
+    for upd in stack_updates(stack, tokens(1, t, d), every_position=True):
         tensors = [*upd.left, upd.right, upd.shift, upd.target.z, upd.target.s,
                    upd.reference.z, upd.reference.s]
         assert all(u.ndim == 3 and u.shape[:2] == (1, t) for u in tensors)
@@ -170,6 +175,6 @@ def test_errors():
     with pytest.raises(EmptyContextError):
         stack_prefix_updates(stack, x[:, :0], x[:, -1])
     with pytest.raises(ShapeError):
-        all_position_updates(stack, x[:, :0])
+        stack_updates(stack, x[:, :0], every_position=True)
     with pytest.raises(ValueError):
-        all_position_updates(stack, x, reference="middle")
+        stack_updates(stack, x, reference="middle", every_position=True)

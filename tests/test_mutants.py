@@ -48,8 +48,8 @@ def without_shift(original):
     return general_update
 
 
-def off_by_one_prefix(block, context, query):
-    decs = [block.decompose(torch.cat([context[:, :i + 1], query[:, None]], dim=1)).at(-1)
+def off_by_one_prefix(block, context, queries):
+    decs = [block.decompose(torch.cat([context[:, :i + 1], queries[:, i:i + 1]], dim=1)).at(-1)
             for i in range(context.shape[1] + 1)]
     z = torch.stack([d.z for d in decs], dim=1)
     s = None if decs[0].s is None else torch.stack([d.s for d in decs], dim=1)
