@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from . import claims
 from .adapters import AdaptedLM, adapt_causal_lm
 from .blocks import Decomposition
 from .updates import ImplicitUpdate, apply_update, general_update, position_updates, run_stack_updated
@@ -172,35 +173,33 @@ def _combined(update: ImplicitUpdate) -> torch.Tensor:
     return update.norms().square().sum(-1).sqrt()
 
 
-def identity_errors(lm: AdaptedLM, ids: torch.Tensor, *, dense: bool = False, chunk: int = 16,
-                    progress: bool = False):
-    """Identity errors at every layer and position, and the last position's updates.
+def identity_errors(lm: AdaptedLM, ids: torch.Tensor, *, dense: bool = False, progress: bool = False):
+    """Identity errors at every layer and position (:func:`icl_verify.claims.identity`, the
+    check every other command uses), and the last position's updates.
 
-    Returns ``(errors (L, T), updates)``: ``errors[l, t] = ||y_C - y_upd|| / ||y_C||``
-    (reference: the token's layer input alone), and ``updates[l]`` the update of layer ``l`` at
-    the last position (leading dims ``(1,)``). The last position always uses the materialised
-    ``W + dW``; the others too with ``dense=True``, else the factored form ``W z + u (r . z)``
-    (the same matrix, without a ``(m, d)`` copy per position).
+    Returns ``(errors, ratios, updates)``: ``errors[l, t] = ||y_C - y_upd|| / ||y_C||`` and
+    ``ratios[l, t]`` that error over the error model's tolerance, both ``(L, T)`` (reference: the
+    token's layer input alone), and ``updates[l]`` the update of layer ``l`` at the last position
+    (leading dims ``(1,)``). The last position always uses the materialised ``W + dW``; the
+    others too with ``dense=True``, else the factored form ``W z + u (r . z)`` (the same matrix,
+    without a ``(m, d)`` copy per position).
     """
     from tqdm.auto import tqdm
 
     xs = lm.stack.block_inputs(lm.embed(ids))
-    errors, last = [], []
+    errors, ratios, last = [], [], []
     blocks = enumerate(lm.stack.blocks)
     for l, block in tqdm(blocks, total=len(lm.stack), desc="identity", disable=not progress, leave=False):
         upd = position_updates(block, xs[l], reference="token", block_index=l)
-        y_c = xs[l + 1]
-        errs = []
-        for t0 in range(0, ids.shape[1], chunk):
-            part = upd[:, t0: t0 + chunk]
-            y = apply_update(block, part, dense=dense)
-            if not dense and t0 + chunk >= ids.shape[1]:  # the answer position, materialised
-                y = torch.cat([y[:, :-1], apply_update(block, upd[:, -1:], dense=True)], dim=1)
-            ref = y_c[:, t0: t0 + chunk]
-            errs.append((y - ref).norm(dim=-1) / ref.norm(dim=-1))
-        errors.append(torch.cat(errs, dim=1)[0])
+        check = claims.identity(block, upd, dense=dense)
+        answer = claims.identity(block, upd[:, -1:], dense=True)
+        err = torch.cat([check.error[:, :-1], answer.error], dim=1)[0]
+        tol = torch.cat([check.tolerance[:, :-1], answer.tolerance], dim=1)[0]
+        scale = torch.cat([check.scale[:, :-1], answer.scale], dim=1)[0]
+        errors.append(err / scale)
+        ratios.append(err / tol)
         last.append(upd[:, -1])
-    return torch.stack(errors), last
+    return torch.stack(errors), torch.stack(ratios), last
 
 
 def query_alone_check(lm: AdaptedLM, ids: torch.Tensor, updates) -> dict:
@@ -300,7 +299,8 @@ class Analysis:
     """Everything ``icl-verify llm`` reports (tensors on the CPU, float64)."""
 
     tokens: list[str]
-    errors: dict[str, torch.Tensor]          # dtype name -> (L, T)
+    errors: dict[str, torch.Tensor]          # dtype name -> (L, T) relative identity errors
+    ratios: dict[str, torch.Tensor]          # dtype name -> (L, T) error / tolerance of the error model
     update_norms: torch.Tensor               # (L,) ||dW|| at the answer position (float64)
     query_check: dict[str, dict]             # dtype name -> query_alone_check
     shot_norms: torch.Tensor                 # (K+1, L)
@@ -319,13 +319,13 @@ def analyse(model, tokenizer, prompt: Prompt, *, dtypes=("float32", "float64"), 
     original = next(model.parameters()).dtype
     device = next(model.parameters()).device
     ids = prompt.ids().to(device)
-    errors, checks = {}, {}
+    errors, ratios, checks = {}, {}, {}
     try:
         with torch.no_grad():
             for name in dtypes:
                 model.to(getattr(torch, name))
                 lm = adapt_causal_lm(model)
-                errors[name], last = identity_errors(lm, ids, dense=dense, progress=progress)
+                errors[name], ratios[name], last = identity_errors(lm, ids, dense=dense, progress=progress)
                 checks[name] = query_alone_check(lm, ids, last)
                 norms = torch.stack([_combined(u).reshape(()) for u in last])
             shot_norms, inc, ident, final = shots_updates(lm, prompt, progress=progress)
@@ -339,6 +339,7 @@ def analyse(model, tokenizer, prompt: Prompt, *, dtypes=("float32", "float64"), 
     return Analysis(
         tokens=[tokenizer.decode([i]) for i in ids[0].tolist()],
         errors={k: cpu(v) for k, v in errors.items()},
+        ratios={k: cpu(v) for k, v in ratios.items()},
         update_norms=cpu(norms), query_check=checks,
         shot_norms=cpu(shot_norms), shot_increments=cpu(inc), shot_identity=cpu(ident), similarity=cpu(sim),
         answer=tokenizer.decode(prompt.answer[:1]) if prompt.answer else "",

@@ -110,7 +110,7 @@ def general_update(
             pos = int(positions.expand(bad.shape)[idx])
         raise DegenerateReferenceError(
             f"reference network input z_r is zero or too small for {z_r.dtype} "
-            f"(||z_r|| = {float(norm[idx]):.3g}) at index {idx}: "
+            f"(||z_r|| = {float(norm[idx].detach()):.3g}) at index {idx}: "
             f"no rank-one update u z_r^T / ||z_r||^2 exists{where(block, pos)}"
         )
     dz = z_t - z_r

@@ -70,10 +70,11 @@ def test_smollm2_identity_on_all_30_layers():
         lm = adapt_causal_lm(model)
         assert len(lm.stack) == 30
         with torch.no_grad():
-            errors, last = identity_errors(lm, ids)
+            errors, ratios, last = identity_errors(lm, ids)
             check = query_alone_check(lm, ids, last)
     finally:
         model.to(torch.float32)
     assert errors.shape == (30, ids.shape[1])
     assert float(errors.max()) <= 1e-12
+    assert float(ratios.max()) <= 1  # within the error model's tolerance everywhere
     assert check["same_prediction"] and check["logits_rel_diff"] <= 1e-12
