@@ -93,16 +93,17 @@ def identity(block: ContextualBlock, update: ImplicitUpdate, *, claim: str = "id
     if s is not None:
         taus.append(tol.bypass_bound(update.target.s, update.reference.s))
 
-    def rest(*xs):
-        return block.output(list(xs[:k]), xs[k] if s is not None else None)
-
-    args = hs + ([s] if s is not None else [])
-    sigma = tol.spectral_norm(rest, args, entry_dims=lead)
+    # the map's sensitivity to the pre-activations and to the bypass, separately: the bypass
+    # (a residual stream) can be far larger than hs while its Jacobian is often the identity
+    sigma_h = tol.spectral_norm(lambda *h: block.output(list(h), s), hs, entry_dims=lead)
     m = max(w.shape[0] for w, _ in block.first_layers())
     g = tol.gamma(m + 2, y_u.dtype)
-    bound = (sigma * tol.entry_norm(*taus, entry_dims=lead)
-             + 2 * g * (sigma * tol.entry_norm(*args, entry_dims=lead)
-                        + tol.entry_norm(y_u, entry_dims=lead)))
+    bound = (sigma_h * (tol.entry_norm(*taus[:k], entry_dims=lead) + 2 * g * tol.entry_norm(*hs, entry_dims=lead))
+             + 2 * g * tol.entry_norm(y_u, entry_dims=lead))
+    if s is not None:
+        sigma_s = tol.spectral_norm(lambda b: block.output(hs, b), [s], entry_dims=lead)
+        bound = bound + sigma_s * (tol.entry_norm(taus[k], entry_dims=lead)
+                                   + 2 * g * tol.entry_norm(s, entry_dims=lead))
     err = tol.entry_norm(y_t - y_u, entry_dims=lead)
     return Check(claim, err, bound, tol.entry_norm(y_t, entry_dims=lead))
 

@@ -17,15 +17,19 @@ for both evaluation orders. The bypass ``s_r + fl(s_t - s_r)`` is within
 ``tau_s = gamma(2) (|s_t| + |s_t - s_r|)`` of ``s_t``.
 
 **Outputs.** Both sides then pass through the same map ``y = output(hs, s)`` (the rest of the
-network, the bypass addition, a post-norm). To first order, with ``J`` the Jacobian of that map
-at the updated side's point and ``sigma = ||J||_2`` (largest singular value, estimated by power
-iteration on autograd's jvp/vjp),
+network, the bypass addition, a post-norm). To first order, with ``J_h`` and ``J_s`` the
+Jacobians of that map with respect to the pre-activations and to the bypass at the updated
+side's point, and ``sigma_h``, ``sigma_s`` their largest singular values (exact from the Jacobian
+for narrow outputs, else power iteration on autograd's jvp/vjp),
 
-    ||y_t - y_u|| <= sigma ||(tau_h, tau_s)|| + 2 gamma(m + 2) (sigma ||(h_u, s_u)|| + ||y_u||)
+    ||y_t - y_u|| <= sigma_h (||tau_h|| + 2 gamma(m + 2) ||h_u||)
+                   + sigma_s (||tau_s|| + 2 gamma(m + 2) ||s_u||) + 2 gamma(m + 2) ||y_u||
 
-where the last term is the rounding of evaluating the map itself on each side, modelled as a
-relative perturbation ``gamma(m + 2)`` of its inputs and of its output (backward stability of
-matrix products, norms and pointwise functions).
+where the ``gamma(m + 2)`` terms are the rounding of evaluating the map itself on each side,
+modelled as a relative perturbation of its inputs and of its output (backward stability of
+matrix products, norms and pointwise functions). Bounding ``J_h`` and ``J_s`` apart matters for
+real models, whose residual stream ``s`` is often far larger than ``h`` (SmolLM2: ``||s||`` up to
+2e4 against ``||h|| < 400``) while ``J_s`` is the identity or a norm's Jacobian.
 
 **Stacks.** Block ``l`` adds its own error ``tol_l`` (above, at its with-context input) and
 amplifies what arrives by ``sigma_l``, the norm of the Jacobian of the updated block's map from

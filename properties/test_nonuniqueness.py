@@ -48,5 +48,5 @@ def test_any_v_with_unit_inner_product(layer, data):
         slack = 2 * tolerance.gamma(m * d + d, dw.dtype) * smallest
         assert (this >= smallest - slack).all(), (
             f"||dW_v|| = {this.tolist()} < ||dW|| = {smallest.tolist()} for t = {size}")
-        shortfalls.append(float(((smallest - this) / slack.clamp_min(1e-300)).clamp_min(0).max()))
+        shortfalls.append(float(((smallest - this).detach() / slack.clamp_min(1e-300)).clamp_min(0).max()))
     record("minimum_norm", layer, max(shortfalls))
