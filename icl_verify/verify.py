@@ -15,9 +15,11 @@ from tqdm import tqdm
 from . import claims
 from .dynamics import prefix_updates
 from .blocks import build_block, build_stack, list_compositions
+from .adapters import get_architecture, list_architectures
 from .layers import get_layer, list_layers
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+ARCHITECTURE = "transformers"  # composition column of the real architectures
 
 
 @dataclass(frozen=True)
@@ -52,15 +54,9 @@ def _width(layer: str, want: int) -> tuple[int, int]:
     return (below[-1] if below else dims[0]), heads
 
 
-def _instance_checks(layer: str, composition: str, dtype: torch.dtype, sizes: Sizes,
-                     seed: int) -> Iterator[claims.Check]:
-    d, heads = _width(layer, sizes.d)
-    gen = torch.Generator().manual_seed(seed)
-    block = build_block(layer, composition, d, heads=heads, seed=seed, dtype=dtype)
-    context = torch.randn(sizes.batch, sizes.context, d, generator=gen, dtype=dtype)
-    query = torch.randn(sizes.batch, d, generator=gen, dtype=dtype)
+def _claims(block, stack, context: torch.Tensor, query: torch.Tensor, part: torch.Tensor) -> Iterator[claims.Check]:
+    """Every claim: on ``block`` (theorem, subset, positions, dynamics) and on ``stack``."""
     seq = torch.cat([context, query[:, None]], dim=1)
-    part = torch.rand(sizes.context, generator=gen) < 0.5
     yield claims.theorem(block, context, query)
     yield claims.subset(block, context, query, part)
     yield claims.positions(block, seq, "token")
@@ -69,8 +65,30 @@ def _instance_checks(layer: str, composition: str, dtype: torch.dtype, sizes: Si
     yield claims.increments(block, context, query, updates=prefixes)
     yield claims.telescoping(block, context, query, updates=prefixes)
     yield claims.sgd(block, context, query, updates=prefixes)
-    stack = build_stack(layer, composition, d, sizes.depth, heads=heads, seed=seed, dtype=dtype)
     yield claims.stack(stack, seq)
+
+
+def _inputs(d: int, dtype: torch.dtype, sizes: Sizes, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    context = torch.randn(sizes.batch, sizes.context, d, generator=gen, dtype=dtype)
+    query = torch.randn(sizes.batch, d, generator=gen, dtype=dtype)
+    return context, query, torch.rand(sizes.context, generator=gen) < 0.5
+
+
+def _instance_checks(layer: str, composition: str, dtype: torch.dtype, sizes: Sizes,
+                     seed: int) -> Iterator[claims.Check]:
+    d, heads = _width(layer, sizes.d)
+    block = build_block(layer, composition, d, heads=heads, seed=seed, dtype=dtype)
+    stack = build_stack(layer, composition, d, sizes.depth, heads=heads, seed=seed, dtype=dtype)
+    yield from _claims(block, stack, *_inputs(d, dtype, sizes, seed))
+
+
+def _architecture_checks(name: str, dtype: torch.dtype, sizes: Sizes, seed: int) -> Iterator[claims.Check]:
+    """The same claims on a tiny random configuration of a real architecture (its first block,
+    and its whole stack of adapted ``transformers`` layers)."""
+    info = get_architecture(name)
+    stack = info.build(seed=seed, dtype=dtype)
+    yield from _claims(stack.blocks[0], stack, *_inputs(info.width, dtype, sizes, seed))
 
 
 def _row(dtype: str, layer: str, composition: str, check: claims.Check) -> Row:
@@ -82,12 +100,16 @@ def _row(dtype: str, layer: str, composition: str, check: claims.Check) -> Row:
 
 
 def run_verify(layers: list[str], compositions: list[str], dtypes: list[str], sizes: Sizes,
-               seed: int = 0, progress: bool = True) -> list[Row]:
-    """Every claim on every (dtype, layer, composition); one :class:`Row` per claim."""
+               seed: int = 0, progress: bool = True, architectures: list[str] = ()) -> list[Row]:
+    """Every claim on every (dtype, layer, composition), then on every real architecture
+    (composition column ``transformers``); one :class:`Row` per claim."""
     jobs = [(dt, ly, c) for dt in dtypes for ly in layers for c in compositions]
+    jobs += [(dt, a, ARCHITECTURE) for dt in dtypes for a in architectures]
     rows = []
     for i, (dt, ly, c) in enumerate(tqdm(jobs, desc="verify", disable=not progress, unit="block")):
-        for check in _instance_checks(ly, c, DTYPES[dt], sizes, seed + i):
+        checks = (_architecture_checks(ly, DTYPES[dt], sizes, seed + i) if c == ARCHITECTURE
+                  else _instance_checks(ly, c, DTYPES[dt], sizes, seed + i))
+        for check in checks:
             rows.append(_row(dt, ly, c, check))
     return rows
 
@@ -116,19 +138,25 @@ def format_table(rows: list[Row], full: bool = False) -> str:
 
 
 def _select(names: list[str], patterns: list[str] | None) -> list[str]:
+    """``names`` matching any of the wildcard ``patterns`` (all of them without patterns)."""
     if not patterns:
         return names
-    chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
-    if not chosen:
-        raise SystemExit(f"icl-verify: no match for {patterns} among {', '.join(names)}")
-    return chosen
+    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
 
 def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads) if args.threads else None
     sizes = Sizes(args.d, args.context, args.batch, args.depth)
-    rows = run_verify(_select(list_layers(), args.layer), _select(list_compositions(), args.composition),
-                      args.dtype or list(DTYPES), sizes, seed=args.seed, progress=not args.no_progress)
+    compositions = _select(list_compositions() + [ARCHITECTURE], args.composition)
+    layers = _select(list_layers(), args.layer) if len(compositions) > (ARCHITECTURE in compositions) else []
+    archs = [] if args.no_architectures or ARCHITECTURE not in compositions else \
+        _select(list_architectures(), args.layer)  # list_architectures() is empty without transformers
+    if not layers and not archs:
+        raise SystemExit(f"icl-verify: nothing matches --layer {args.layer} --composition {args.composition}; "
+                         f"layers: {', '.join(list_layers())}; architectures: {', '.join(list_architectures())}; "
+                         f"compositions: {', '.join(list_compositions() + [ARCHITECTURE])}")
+    rows = run_verify(layers, [c for c in compositions if c != ARCHITECTURE], args.dtype or list(DTYPES),
+                      sizes, seed=args.seed, progress=not args.no_progress, architectures=archs)
     print(format_table(rows, full=args.full))
     failed = sum(not r.passed for r in rows)
     print(f"\n{len(rows) - failed} passed, {failed} failed")
@@ -148,14 +176,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=2, help="prompts per instance (default 2)")
     p.add_argument("--depth", type=int, default=4, help="blocks per stack (default 4)")
     p.add_argument("--layer", action="append", metavar="PATTERN",
-                   help="only layers matching this wildcard (repeatable)")
+                   help="only layers (and real architectures) matching this wildcard (repeatable)")
     p.add_argument("--composition", action="append", metavar="PATTERN",
-                   help="only compositions matching this wildcard (repeatable)")
+                   help="only compositions matching this wildcard (repeatable); 'transformers' "
+                        "selects the real architectures")
     p.add_argument("--dtype", action="append", choices=list(DTYPES), help="dtypes (default both)")
     p.add_argument("--json", metavar="PATH", help="also write every row as JSON")
     p.add_argument("--full", action="store_true", help="print every row, not only failures")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-architectures", action="store_true",
+                   help="skip the tiny real architectures (transformers adapters)")
     p.set_defaults(run=main)
 
 
