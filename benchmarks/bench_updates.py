@@ -4,7 +4,7 @@ import torch
 from icl_verify.blocks import build_block
 from icl_verify.updates import context_update, stack_updates
 
-from .common import Short, STACKS, make_stack, setup_torch, tokens
+from .common import Short, StackOverSequence, setup_torch, tokens
 
 
 class ContextUpdate(Short):
@@ -23,21 +23,11 @@ class ContextUpdate(Short):
         context_update(self.block, self.context, self.query)
 
 
-class AllPositions(Short):
+class AllPositions(StackOverSequence):
     """Every position's update in every block of a 4-block stack (factored, reference=token)."""
 
-    params = (list(STACKS), [128, 1024, 4096])
-    param_names = ["stack", "T"]
-
-    def setup(self, kind, t):
-        setup_torch()
-        if kind != "attention" and t > 1024:
-            raise NotImplementedError("recurrent stacks are timed up to T=1024")
-        self.stack, self.x = make_stack(kind), tokens(t)
-        self.fast = lambda stack, x: stack_updates(stack, x, every_position=True)
-
     def time_all_positions(self, kind, t):
-        self.fast(self.stack, self.x)
+        stack_updates(self.stack, self.x, every_position=True)
 
     def peakmem_all_positions(self, kind, t):
-        self.fast(self.stack, self.x)
+        stack_updates(self.stack, self.x, every_position=True)

@@ -65,3 +65,16 @@ def tokens(t: int, *, d: int = D, dtype=torch.float32, seed: int = 0) -> torch.T
     """``(1, t, d)`` standard normal tokens from a seeded generator."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(1, t, d, generator=g, dtype=torch.float64).to(dtype)
+
+
+class StackOverSequence(Short):
+    """A 4-block stack of each kind and a sequence of ``T`` tokens (recurrent stacks up to 1024)."""
+
+    params = (list(STACKS), [128, 1024, 4096])
+    param_names = ["stack", "T"]
+
+    def setup(self, kind, t):
+        setup_torch()
+        if kind != "attention" and t > 1024:
+            raise NotImplementedError("recurrent stacks are timed up to T=1024")
+        self.stack, self.x = make_stack(kind), tokens(t)
