@@ -145,6 +145,26 @@ def stack(model: Stack, x: torch.Tensor) -> Check:
     return Check("stack", err, bound, tol.entry_norm(target, entry_dims=1))
 
 
+def _matrix_check(claim: str, rows) -> Check:
+    """A check over first matrices: ``rows`` yields ``(lhs - rhs, elementwise bound, rhs)`` per
+    matrix, each ``(..., m_k, d_z)``; error, tolerance and scale are Frobenius norms over all of them."""
+    err = sq = scale = 0
+    for diff, bound, rhs in rows:
+        err = err + (diff ** 2).sum((-2, -1))
+        sq = sq + (bound ** 2).sum((-2, -1))
+        scale = scale + (rhs ** 2).sum((-2, -1))
+    return Check(claim, err ** 0.5, sq ** 0.5, scale ** 0.5)
+
+
+def _step_spread(w: torch.Tensor, upd: ImplicitUpdate) -> torch.Tensor:
+    """``|W| (|z_{i+1} - z_r| + |z_i - z_r| + |z_{i+1} - z_i|) |right_{i+1}|^T``: ``(B, n, m, d_z)``,
+    the rounding scale of the left factors of two consecutive prefixes and of their difference."""
+    z, zr = upd.target.z, upd.reference.z
+    spread = (tol.abs_matvec(w, z[:, 1:] - zr[:, 1:]) + tol.abs_matvec(w, z[:, :-1] - zr[:, :-1])
+              + tol.abs_matvec(w, z[:, 1:] - z[:, :-1]))
+    return spread[..., :, None] * upd.right[:, 1:].abs()[..., None, :]
+
+
 def increments(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
                updates: ImplicitUpdate | None = None) -> Check:
     """DESIGN §3: ``W_{i+1} - W_i == (W (z_{i+1} - z_i)) z_x^T / ||z_x||^2``; entries ``(B, n)``.
@@ -156,44 +176,32 @@ def increments(block: ContextualBlock, context: torch.Tensor, query: torch.Tenso
     with torch.no_grad():
         diffs = dynamics.increments(block, upd)
         formula = dynamics.increment_formula(block, upd)
-        z, zr, right = upd.target.z, upd.reference.z, upd.right
-        dense = upd.dense()
-    g = tol.gamma(z.shape[-1] + 3, z.dtype)
-    err = sq = scale = 0
-    for (w, _), a, f, dw in zip(block.first_layers(), diffs, formula, dense):
-        spread = (tol.abs_matvec(w, z[:, 1:] - zr[:, 1:]) + tol.abs_matvec(w, z[:, :-1] - zr[:, :-1])
-                  + tol.abs_matvec(w, z[:, 1:] - z[:, :-1]))
-        bound = g * (spread[..., :, None] * right[:, 1:].abs()[..., None, :] + 2 * w.abs()
-                     + dw[:, :-1].abs() + dw[:, 1:].abs())
-        err = err + ((a - f) ** 2).sum((-2, -1))
-        sq = sq + (bound ** 2).sum((-2, -1))
-        scale = scale + (f ** 2).sum((-2, -1))
-    return Check("increments", err ** 0.5, sq ** 0.5, scale ** 0.5)
+        g = tol.gamma(upd.target.z.shape[-1] + 3, upd.right.dtype)
+        return _matrix_check("increments", (
+            (a - f, g * (_step_spread(w, upd) + 2 * w.abs() + dw[:, :-1].abs() + dw[:, 1:].abs()), f)
+            for (w, _), a, f, dw in zip(block.first_layers(), diffs, formula, upd.dense())))
 
 
 def telescoping(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
                 updates: ImplicitUpdate | None = None) -> Check:
-    """DESIGN §3: ``sum_i (W_{i+1} - W_i) == dW(C)``; entries ``(B,)``.
+    """DESIGN §3: ``sum_i (W_{i+1} - W_i) == dW(C)``, ``dW(C)`` from its own forward pass;
+    entries ``(B,)``. ``updates``: the prefix updates if at hand.
 
     Bound per element: ``gamma(n+2) sum_i |W_{i+1} - W_i| + 2u (|W| + |dW(C)|)``."""
     upd = dynamics.prefix_updates(block, context, query) if updates is None else updates
     with torch.no_grad():
         diffs = dynamics.increments(block, upd)
         full = context_update(block, context, query).dense()
-    n = context.shape[1]
-    g, u = tol.gamma(n + 2, context.dtype), tol.unit_roundoff(context.dtype)
-    err = sq = scale = 0
-    for (w, _), a, dw in zip(block.first_layers(), diffs, full):
-        bound = g * a.abs().sum(1) + 2 * u * (w.abs() + dw.abs())
-        err = err + ((a.sum(1) - dw) ** 2).sum((-2, -1))
-        sq = sq + (bound ** 2).sum((-2, -1))
-        scale = scale + (dw ** 2).sum((-2, -1))
-    return Check("telescoping", err ** 0.5, sq ** 0.5, scale ** 0.5)
+        g, u = tol.gamma(context.shape[1] + 2, context.dtype), tol.unit_roundoff(context.dtype)
+        return _matrix_check("telescoping", (
+            (a.sum(1) - dw, g * a.abs().sum(1) + 2 * u * (w.abs() + dw.abs()), dw)
+            for (w, _), a, dw in zip(block.first_layers(), diffs, full)))
 
 
 def sgd(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
         updates: ImplicitUpdate | None = None) -> Check:
     """DESIGN §3: ``W_i - h grad L_i(W_i) == W_{i+1}`` (gradient by autograd); entries ``(B, n)``.
+    ``updates``: the prefix updates if at hand.
 
     Bound per element: ``gamma(d+4) [3|W| + 2|dW_i| + 2|dW_{i+1}| + |W|(|z_i-z_r| + |z_{i+1}-z_r|
     + |z_{i+1}-z_i|) |right|^T]``."""
@@ -201,16 +209,9 @@ def sgd(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
     steps = dynamics.sgd_steps(block, upd)
     with torch.no_grad():
         weights = dynamics.prefix_weights(block, upd)
-        z, zr, right = upd.target.z, upd.reference.z, upd.right
-        dense = upd.dense()
-        g = tol.gamma(z.shape[-1] + 4, z.dtype)
-        err = sq = scale = 0
-        for (w, _), step, wts, dw in zip(block.first_layers(), steps, weights, dense):
-            spread = (tol.abs_matvec(w, z[:, 1:] - zr[:, 1:]) + tol.abs_matvec(w, z[:, :-1] - zr[:, :-1])
-                      + tol.abs_matvec(w, z[:, 1:] - z[:, :-1]))
-            bound = g * (3 * w.abs() + 2 * dw[:, :-1].abs() + 2 * dw[:, 1:].abs()
-                         + spread[..., :, None] * right[:, 1:].abs()[..., None, :])
-            err = err + ((step - wts[:, 1:]) ** 2).sum((-2, -1))
-            sq = sq + (bound ** 2).sum((-2, -1))
-            scale = scale + (wts[:, 1:] ** 2).sum((-2, -1))
-    return Check("sgd", err ** 0.5, sq ** 0.5, scale ** 0.5)
+        g = tol.gamma(upd.target.z.shape[-1] + 4, upd.right.dtype)
+        return _matrix_check("sgd", (
+            (step - wts[:, 1:],
+             g * (3 * w.abs() + 2 * dw[:, :-1].abs() + 2 * dw[:, 1:].abs() + _step_spread(w, upd)),
+             wts[:, 1:])
+            for (w, _), step, wts, dw in zip(block.first_layers(), steps, weights, upd.dense())))
