@@ -10,20 +10,25 @@ from .blocks import (
     Stack,
     build_block,
     build_stack,
+    Composition,
     get_composition,
     list_compositions,
+    register_composition,
 )
 from .errors import (
     DTypeError,
     DegenerateReferenceError,
     DuplicateLayerError,
+    DuplicateNameError,
     EmptyContextError,
     ICLVerifyError,
     NonFiniteError,
     ShapeError,
     UnknownLayerError,
+    UnknownNameError,
 )
 from .layers import LayerInfo, build_layer, get_layer, list_layers, register_layer
+from .registry import Registry
 from .updates import (
     ImplicitUpdate,
     apply_update,
@@ -41,9 +46,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Block", "ContextualBlock", "Decomposition", "Stack", "build_block", "build_stack",
-    "get_composition", "list_compositions",
-    "DTypeError", "DegenerateReferenceError", "DuplicateLayerError", "EmptyContextError",
-    "ICLVerifyError", "NonFiniteError", "ShapeError", "UnknownLayerError",
+    "Composition", "get_composition", "list_compositions", "register_composition",
+    "DTypeError", "DegenerateReferenceError", "DuplicateLayerError", "DuplicateNameError",
+    "EmptyContextError", "ICLVerifyError", "NonFiniteError", "ShapeError", "UnknownLayerError",
+    "UnknownNameError", "Registry",
     "LayerInfo", "build_layer", "get_layer", "list_layers", "register_layer",
     "ImplicitUpdate", "apply_update", "context_update", "general_update", "position_updates",
     "run_stack_updated", "run_updated", "stack_updates", "subset_update", "target_output",

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import UnknownLayerError
 from .layers import get_layer, seeded
 from .networks import MLP, GatedMLP
+from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -83,32 +83,34 @@ class Composition:
     gated: bool = False
 
 
-COMPOSITIONS: dict[str, Composition] = {
-    c.name: c
-    for c in (
-        Composition("none", "none"),
-        Composition("residual", "residual"),
-        Composition("pre_ln", "pre", "layer"),
-        Composition("pre_rms", "pre", "rms"),
-        Composition("post_ln", "post", "layer"),
-        Composition("gated", "pre", "rms", gated=True),
-        Composition("parallel", "parallel", "layer"),
-    )
-}
+COMPOSITIONS: Registry[Composition] = Registry("composition")
 
 
-def list_compositions() -> list[str]:
-    """Names of the block compositions."""
-    return list(COMPOSITIONS)
+def register_composition(composition: Composition, *, replace: bool = False) -> Composition:
+    """Make ``composition`` available to :func:`build_block` under ``composition.name``."""
+    return COMPOSITIONS.add(composition.name, composition, replace=replace)
+
+
+for _c in (
+    Composition("none", "none"),
+    Composition("residual", "residual"),
+    Composition("pre_ln", "pre", "layer"),
+    Composition("pre_rms", "pre", "rms"),
+    Composition("post_ln", "post", "layer"),
+    Composition("gated", "pre", "rms", gated=True),
+    Composition("parallel", "parallel", "layer"),
+):
+    register_composition(_c)
+
+
+def list_compositions(pattern: str = "*") -> list[str]:
+    """Names of the registered block compositions matching ``pattern``."""
+    return COMPOSITIONS.names(pattern)
 
 
 def get_composition(name: str) -> Composition:
-    try:
-        return COMPOSITIONS[name]
-    except KeyError:
-        raise UnknownLayerError(
-            f"no composition named {name!r}; known: {', '.join(COMPOSITIONS)}"
-        ) from None
+    """The composition ``name``; :class:`~icl_verify.errors.UnknownNameError` if unknown."""
+    return COMPOSITIONS.get(name)
 
 
 def _norm(kind: str | None, d: int) -> nn.Module:

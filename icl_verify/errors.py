@@ -26,15 +26,20 @@ class DegenerateReferenceError(ICLVerifyError):
     """The reference network input ``z_r`` is zero: no rank-one update ``u z_r^T/||z_r||^2`` exists."""
 
 
-class UnknownLayerError(ICLVerifyError, KeyError):
-    """No layer (or composition) is registered under that name."""
+class UnknownNameError(ICLVerifyError, KeyError):
+    """No record (layer, composition, architecture, model type, task) has that name."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
 
 
-class DuplicateLayerError(ICLVerifyError):
-    """A layer (or composition) name was registered twice."""
+class DuplicateNameError(ICLVerifyError):
+    """A name was registered twice in one registry (without ``replace=True``)."""
+
+
+#: The names these errors had when only layers were registered.
+UnknownLayerError = UnknownNameError
+DuplicateLayerError = DuplicateNameError
 
 
 def where(block: int | None = None, position: int | None = None) -> str:

@@ -33,6 +33,7 @@ from torch.nn import functional as F
 from . import claims
 from .adapters import AdaptedLM, adapt_causal_lm
 from .blocks import Decomposition
+from .registry import Registry
 from .updates import ImplicitUpdate, apply_update, general_update, position_updates, run_stack_updated
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -93,7 +94,15 @@ class Task:
     template: str = "{x} -> {y}\n"
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (
+TASKS: Registry[Task] = Registry("task")
+
+
+def register_task(task: Task, *, replace: bool = False) -> Task:
+    """Make ``task`` available to ``icl-verify llm --task`` under ``task.name``."""
+    return TASKS.add(task.name, task, replace=replace)
+
+
+for _task in (
     Task("capitals", (("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Germany", "Berlin"),
                       ("Spain", "Madrid"), ("Egypt", "Cairo"), ("Canada", "Ottawa"), ("Russia", "Moscow")),
          ("Greece", "Athens")),
@@ -105,7 +114,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          ("bird", "birds")),
     Task("linreg", tuple((str(x), str(3 * x + 2)) for x in (1, 4, 2, 7, 5, 3, 8, 6)), ("9", "29"),
          template="x={x}, y={y}\n"),
-)}
+):
+    register_task(_task)
 
 
 @dataclass

@@ -27,7 +27,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_registry_lists_every_family():
     assert {"gpt2", "llama", "gemma", "gemma2", "recurrent_gemma", "mamba", "bert", "gpt_neox"} <= set(ARCHS)
-    with pytest.raises(UnknownLayerError, match="known"):
+    with pytest.raises(UnknownLayerError, match="registered"):
         get_architecture("no_such_arch")
 
 

@@ -10,7 +10,6 @@ fn)`` records ``fn(model) -> AdaptedLM`` (see :func:`adapt_causal_lm`).
 """
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from ..blocks import Stack
-from ..errors import DuplicateLayerError, UnknownLayerError
+from ..registry import Registry
 from ._common import INSTALL_HINT, transformers_available
 
 StackFactory = Callable[..., Stack]
@@ -47,19 +46,17 @@ class ArchitectureInfo:
         return self.factory(seed=seed, dtype=dtype)
 
 
-_ARCHITECTURES: dict[str, ArchitectureInfo] = {}
+ARCHITECTURES: Registry[ArchitectureInfo] = Registry("architecture")
 
 
 def register_architecture(name: str, factory: StackFactory | None = None, *, width: int = 32,
                           tags: tuple[str, ...] = (), replace: bool = False):
     """Register ``factory(*, seed, dtype) -> Stack`` (inputs ``(B, T, width)``) under ``name``
-    (a plain call or a decorator). :class:`DuplicateLayerError` if ``name`` is taken and not
-    ``replace``."""
+    (a plain call or a decorator). :class:`~icl_verify.errors.DuplicateNameError` if ``name`` is
+    taken and not ``replace``."""
 
     def add(fn: StackFactory) -> StackFactory:
-        if name in _ARCHITECTURES and not replace:
-            raise DuplicateLayerError(f"an architecture named {name!r} is already registered")
-        _ARCHITECTURES[name] = ArchitectureInfo(name, fn, width, tuple(tags))
+        ARCHITECTURES.add(name, ArchitectureInfo(name, fn, width, tuple(tags)), replace=replace)
         return fn
 
     return add if factory is None else add(factory)
@@ -70,18 +67,13 @@ def list_architectures(pattern: str = "*", *, tag: str | None = None) -> list[st
     Empty when ``transformers`` is not installed, so suites iterating over it skip cleanly."""
     if not transformers_available():
         return []
-    return sorted(n for n, info in _ARCHITECTURES.items()
-                  if fnmatch.fnmatchcase(n, pattern) and (tag is None or tag in info.tags))
+    return ARCHITECTURES.names(pattern, None if tag is None else lambda info: tag in info.tags)
 
 
 def get_architecture(name: str) -> ArchitectureInfo:
-    """The record of ``name``; :class:`UnknownLayerError` listing the known names otherwise."""
-    try:
-        return _ARCHITECTURES[name]
-    except KeyError:
-        raise UnknownLayerError(
-            f"no architecture named {name!r}; known: {', '.join(sorted(_ARCHITECTURES)) or 'none'}"
-        ) from None
+    """The record of ``name``; :class:`~icl_verify.errors.UnknownNameError` listing the
+    registered names otherwise."""
+    return ARCHITECTURES.get(name)
 
 
 @dataclass
@@ -102,14 +94,15 @@ class AdaptedLM:
     head: Callable[[torch.Tensor], torch.Tensor]
 
 
-_MODEL_ADAPTERS: dict[str, Callable[[nn.Module], AdaptedLM]] = {}
+MODEL_ADAPTERS: Registry[Callable[[nn.Module], AdaptedLM]] = Registry("model type")
 
 
-def register_model_adapter(model_type: str, fn: Callable[[nn.Module], AdaptedLM] | None = None):
+def register_model_adapter(model_type: str, fn: Callable[[nn.Module], AdaptedLM] | None = None, *,
+                           replace: bool = False):
     """Register ``fn(model) -> AdaptedLM`` for ``config.model_type == model_type``."""
 
     def add(f):
-        _MODEL_ADAPTERS[model_type] = f
+        MODEL_ADAPTERS.add(model_type, f, replace=replace)
         return f
 
     return add if fn is None else add(fn)
@@ -119,11 +112,7 @@ def adapt_causal_lm(model: nn.Module) -> AdaptedLM:
     """Wrap a loaded ``transformers`` causal LM as :class:`AdaptedLM` (no copy of weights).
 
     Raises:
-        UnknownLayerError: no adapter for the model's ``config.model_type``.
+        UnknownNameError: no adapter for the model's ``config.model_type``.
     """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in _MODEL_ADAPTERS:
-        raise UnknownLayerError(
-            f"no adapter for model type {model_type!r}; supported: {', '.join(sorted(_MODEL_ADAPTERS))}"
-        )
-    return _MODEL_ADAPTERS[model_type](model)
+    return MODEL_ADAPTERS.get(model_type)(model)

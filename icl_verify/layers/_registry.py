@@ -14,15 +14,14 @@ Layers registered by an installed package are found through the entry-point grou
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-from ..errors import DuplicateLayerError, ShapeError, UnknownLayerError
+from ..errors import ShapeError
+from ..registry import Registry
 
 LayerFactory = Callable[..., nn.Module]
 
@@ -85,8 +84,7 @@ class LayerInfo:
         return module.to(dtype)
 
 
-_REGISTRY: dict[str, LayerInfo] = {}
-_PLUGINS_LOADED = False
+LAYERS: Registry[LayerInfo] = Registry("layer", entry_point_group="icl_verify.layers")
 
 
 @contextlib.contextmanager
@@ -110,14 +108,13 @@ def register_layer(
 ):
     """Register a layer factory under ``name``; usable as a decorator or a plain call.
 
-    Raises :class:`DuplicateLayerError` if ``name`` is taken (unless ``replace=True``).
+    Raises :class:`~icl_verify.errors.DuplicateNameError` if ``name`` is taken (unless
+    ``replace=True``).
     Returns the factory unchanged, so the decorated function stays usable.
     """
 
     def add(fn: LayerFactory) -> LayerFactory:
-        if name in _REGISTRY and not replace:
-            raise DuplicateLayerError(f"a layer named {name!r} is already registered")
-        _REGISTRY[name] = LayerInfo(
+        LAYERS.add(name, LayerInfo(
             name=name,
             factory=fn,
             heads=tuple(heads),
@@ -125,7 +122,7 @@ def register_layer(
             dims=tuple(dims),
             vanishing_increments=vanishing_increments,
             tags=tuple(tags),
-        )
+        ), replace=replace)
         return fn
 
     return add if factory is None else add(factory)
@@ -133,35 +130,18 @@ def register_layer(
 
 def unregister_layer(name: str) -> None:
     """Remove ``name`` from the registry (for tests and plugins)."""
-    if name not in _REGISTRY:
-        raise UnknownLayerError(f"no layer named {name!r}; registered: {sorted(_REGISTRY)}")
-    del _REGISTRY[name]
-
-
-def _load_plugins() -> None:
-    global _PLUGINS_LOADED
-    if _PLUGINS_LOADED:
-        return
-    _PLUGINS_LOADED = True
-    for ep in entry_points(group="icl_verify.layers"):
-        ep.load()
+    LAYERS.remove(name)
 
 
 def get_layer(name: str) -> LayerInfo:
-    """The record registered under ``name``; :class:`UnknownLayerError` if there is none."""
-    _load_plugins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownLayerError(
-            f"no layer named {name!r}; registered: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+    """The record registered under ``name``; :class:`~icl_verify.errors.UnknownNameError` if
+    there is none."""
+    return LAYERS.get(name)
 
 
 def list_layers(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style wildcard ``pattern``, sorted."""
-    _load_plugins()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+    return LAYERS.names(pattern)
 
 
 def build_layer(name: str, d: int, **kwargs) -> nn.Module:
