@@ -85,7 +85,8 @@ def general_update(
 
     Args:
         weights: first dense matrices ``W_k`` ``(m_k, d_z)``.
-        target, reference: decompositions with the same leading dims ``(...)``.
+        target: decomposition of the target computation, leading dims ``(...)``.
+        reference: decomposition of the reference computation, the same leading dims.
         block: block index, for error messages.
         positions: position index of each leading entry, for error messages (optional).
 
