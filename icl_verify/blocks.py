@@ -1,4 +1,4 @@
-"""Contextual blocks: a contextual layer, a composition and a network (DESIGN §1).
+"""Contextual blocks: a contextual layer, a composition and a network (docs/theory.md §1).
 
 Every block exposes, per position, the network input ``z`` and the bypass ``s`` (added after the
 network), and its first dense matrices ``W_k``; the update code reads nothing else:
