@@ -1,4 +1,4 @@
-"""BERT layers: post-LayerNorm (DESIGN §1, post-LN row), absolute positions added to the
+"""BERT layers: post-LayerNorm (docs/theory.md §1, post-LN row), absolute positions added to the
 embeddings.
 
 Per position::
@@ -10,7 +10,7 @@ Per position::
 BERT is an encoder: its attention is bidirectional, so position ``t`` also reads later tokens.
 The adapter takes ``causal=True`` (BERT used as a decoder, ``is_decoder=True``) or ``False``
 (the encoder); the identity at one position holds either way, but only the causal form is a
-contextual layer in the sense of DESIGN §1 (the output at ``t`` depends on tokens ``1..t``).
+contextual layer in the sense of docs/theory.md §1 (the output at ``t`` depends on tokens ``1..t``).
 """
 from __future__ import annotations
 

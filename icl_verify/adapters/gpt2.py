@@ -1,7 +1,7 @@
 """GPT-2 blocks: pre-LayerNorm, learned absolute positions (added to the embeddings, so not the
 block's business), MLP with ``Conv1D`` weights stored ``(d_in, d_out)``.
 
-Per position (DESIGN §1, pre-LN row)::
+Per position (docs/theory.md §1, pre-LN row)::
 
     s = x + Attn(LN_1(X)),   z = LN_2(s),   out = s + c_proj(act(W z + b))
 

@@ -1,4 +1,4 @@
-"""GPT-NeoX layers, the parallel block of DESIGN §1 (``use_parallel_residual=True``)::
+"""GPT-NeoX layers, the parallel block of docs/theory.md §1 (``use_parallel_residual=True``)::
 
     out = x + Attn(LN_1(X)) + f(W LN_2(x) + b)
 

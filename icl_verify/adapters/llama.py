@@ -1,7 +1,7 @@
 """Llama-family decoder layers (Llama, Mistral, Qwen2, Gemma, Gemma 2): pre-RMSNorm, rotary
 positions, gated MLP ``down(act(gate z) * up z)``.
 
-Per position (DESIGN §1, pre-norm row)::
+Per position (docs/theory.md §1, pre-norm row)::
 
     a = N_a(Attn(N_1(X)))         N_a: Gemma 2's post-attention norm, identity otherwise
     s = x + a                     bypass
