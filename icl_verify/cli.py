@@ -1,6 +1,4 @@
-"""The ``icl-verify`` command. Each sub-command lives in its own module, which exposes
-``register(subparsers)`` adding its parser with ``set_defaults(run=callable)``; the callable
-takes the parsed arguments and returns the exit status."""
+"""The ``icl-verify`` command: dispatches to the sub-commands of :mod:`icl_verify.commands`."""
 from __future__ import annotations
 
 import argparse
@@ -8,9 +6,9 @@ import importlib
 import sys
 
 COMMANDS = (
-    "icl_verify.verify",
-    "icl_verify.experiments.reproduce",
-    "icl_verify.llm_command",
+    "icl_verify.commands.verify",
+    "icl_verify.commands.reproduce",
+    "icl_verify.commands.llm",
 )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from .llm import TASKS
+    from ..llm import TASKS
 
     p = subparsers.add_parser(
         "llm", help="implicit updates of a real LLM (default SmolLM2-135M) at every layer and position",
@@ -152,7 +152,7 @@ def _plot(out: Path, a) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .llm import TASKS, analyse, load_model, task_prompt, text_prompt
+    from ..llm import TASKS, analyse, load_model, task_prompt, text_prompt
 
     start = time.perf_counter()
     try:
