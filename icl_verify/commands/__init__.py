@@ -4,13 +4,22 @@ parser with ``set_defaults(run=callable)``; the callable takes the parsed argume
 the exit status. Bad arguments are rejected here, before any work, by ``parser.error`` (one
 line on stderr, exit status 2).
 
-Shared helpers: argument types that reject out-of-range numbers, and the progress-bar switch.
+Shared helpers: the parser class, argument types that reject out-of-range numbers, and the
+progress-bar switch.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose :meth:`error` prints one line, ``PROG: error: MESSAGE (see
+    PROG --help)``, and exits with status 2 (sub-command parsers are of the same class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def positive_int(text: str) -> int:

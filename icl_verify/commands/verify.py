@@ -63,7 +63,7 @@ def _selection(args: argparse.Namespace) -> tuple[list[str], list[str], list[str
     ``parser.error`` on a pattern that matches nothing."""
     error = args.parser.error
     all_compositions = list_compositions() + [ARCHITECTURE]
-    everything = list_layers() + list_architectures()  # no architectures without transformers
+    everything = list(dict.fromkeys(list_layers() + list_architectures()))  # no architectures without transformers
     for pattern in args.composition or ():
         if not _select(all_compositions, [pattern]):
             error(f"--composition {pattern!r} matches no composition; choose from "

@@ -1,0 +1,36 @@
+"""``icl-verify verify`` rejects bad arguments up front: one line, exit status 2."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--d", "0"], "argument --d: must be at least 1, got 0"),
+    (["--d", "x"], "argument --d: invalid integer 'x'"),
+    (["--d", "100000"], "--d 100000 is above 256"),
+    (["--context", "-3"], "argument --context: must be at least 1, got -3"),
+    (["--context", "0"], "argument --context: must be at least 1, got 0"),
+    (["--depth", "0"], "argument --depth: must be at least 1, got 0"),
+    (["--batch", "0"], "argument --batch: must be at least 1, got 0"),
+    (["--threads", "-1"], "argument --threads: must be at least 0, got -1"),
+    (["--seed", "-1"], "argument --seed: must be at least 0, got -1"),
+    (["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+    (["--layer", "no_such_layer"], "--layer 'no_such_layer' matches no layer or architecture"),
+    (["--layer", "gru", "--layer", "[x"], "--layer '[x' matches no layer or architecture"),
+    (["--composition", "q*"], "--composition 'q*' matches no composition"),
+    (["--layer", "gru", "--composition", "transformers"], "nothing matches --layer gru --composition transformers"),
+    (["--layer", "gru", "--d", "0", "--context", "-3"], "argument --d: must be at least 1"),
+])
+def test_bad_arguments(rejected, argv, message):
+    line = rejected(["verify", "--no-progress", *argv])
+    assert message in line
+    assert "--help" in line
+
+
+def test_good_arguments_are_not_rejected(capsys):
+    from icl_verify.cli import main
+
+    assert main(["verify", "--layer", "gru", "--composition", "none", "--dtype", "float64",
+                 "--d", "1", "--context", "1", "--depth", "1", "--batch", "1", "--no-progress",
+                 "--no-architectures"]) == 0
+    assert "passed, 0 failed" in capsys.readouterr().out
