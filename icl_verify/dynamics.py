@@ -73,7 +73,7 @@ def increment_formula(block: ContextualBlock, updates: ImplicitUpdate) -> tuple[
     """``(W (z_{i+1} - z_i)) z_x^T / ||z_x||^2``: ``(B, n, m_k, d_z)`` per first matrix."""
     dz = updates.target.z[:, 1:] - updates.target.z[:, :-1]
     right = updates.right[:, 1:]
-    return tuple((dz @ w.T)[..., :, None] * right[..., None, :] for w, _ in block.first_layers())
+    return tuple((dz @ w.T)[..., :, None] * right[..., None, :] for w in block.first_weights())
 
 
 def increment_norms(updates: ImplicitUpdate) -> torch.Tensor:
@@ -96,7 +96,7 @@ def sgd_steps(block: ContextualBlock, updates: ImplicitUpdate) -> tuple[torch.Te
     z_x = updates.reference.z[:, :-1].detach()
     lr = 1.0 / (z_x * z_x).sum(-1)[..., None, None]
     out = []
-    for (w, _), w_all in zip(block.first_layers(), prefix_weights(block, updates)):
+    for w, w_all in zip(block.first_weights(), prefix_weights(block, updates)):
         w_i = w_all[:, :-1].detach().requires_grad_(True)
         direction = ((z[:, :-1] - z[:, 1:]) @ w.detach().T)[..., :, None] * z_x[..., None, :]
         (grad,) = torch.autograd.grad(linear_loss(w_i, direction), w_i)

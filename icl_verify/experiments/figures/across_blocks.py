@@ -9,7 +9,7 @@ import torch
 
 from ...updates import stack_updates
 from ..task import Prompts
-from .output import pair_matrices, plt, write_figure
+from .output import draw_pairs, pair_matrices, plt, write_figure
 
 
 def blocks(models: dict[str, list], histories: dict[str, list], prompts: dict[str, Prompts],
@@ -26,29 +26,22 @@ def blocks(models: dict[str, list], histories: dict[str, list], prompts: dict[st
     fig, axes = plt.subplots(len(names), 2, figsize=(11, 4.3 * len(names)), squeeze=False)
     rows = []
     for r, key in enumerate(names):
-        mats = []
+        dws = []
         for m in models[key]:
             with torch.no_grad():
                 ups = stack_updates(m, prompts[key].tokens())
-            mats.append(pair_matrices(torch.stack([u.dense()[0] for u in ups], 1)))
-        cos = np.mean([a for a, _ in mats], axis=0)
-        dist = np.mean([b for _, b in mats], axis=0)
-        for j, (mat, lab, cmap) in enumerate([(cos, "cosine similarity", "coolwarm"),
-                                              (dist, "Frobenius distance", "viridis")]):
-            kw = {"vmin": -1, "vmax": 1} if j == 0 else {}
-            im = axes[r, j].imshow(mat, cmap=cmap, **kw)
-            for (a, b), v in np.ndenumerate(mat):
-                axes[r, j].text(b, a, f"{v:.2f}", ha="center", va="center", fontsize=8)
-            axes[r, j].set(title=f"{key}: {lab} of dW between blocks", xlabel="block",
-                           ylabel="block", xticks=range(len(mat)), yticks=range(len(mat)))
-            fig.colorbar(im, ax=axes[r, j])
+            dws.append(torch.stack([u.dense()[0] for u in ups], 1))
+        cos, dist = pair_matrices(dws)
+        ticks = range(len(cos))
+        draw_pairs(fig, axes[r], cos, dist, f"{key}: {{what}} of dW between blocks", annotate=True,
+                   xlabel="block", ylabel="block", xticks=ticks, yticks=ticks)
         L = cos.shape[0]
         summary[f"block_cosine_offdiag_mean[{key}]"] = float(cos[~np.eye(L, dtype=bool)].mean())
         summary[f"block_cosine[{key}]"] = cos.tolist()
         rows += [[key, a, b, cos[a, b], dist[a, b]] for a in range(L) for b in range(L)]
     write_figure(out, "blocks_similarity", fig, ["variant", "block_a", "block_b", "cosine",
-                                           "frobenius_distance"], rows,
-           {"config": config, **{k: v for k, v in summary.items() if k.startswith("block_")}})
+                                                 "frobenius_distance"], rows,
+                 {"config": config, **{k: v for k, v in summary.items() if k.startswith("block_")}})
     fig, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 4.5), squeeze=False)
     rows = []
     for c, key in enumerate(names):
@@ -69,6 +62,6 @@ def blocks(models: dict[str, list], histories: dict[str, list], prompts: dict[st
         ax.legend(fontsize=8)
     n_seeds = len(histories[names[0]])
     write_figure(out, "blocks_norm", fig, ["variant", "block", "step",
-                                     *[f"seed{k}" for k in range(n_seeds)]], rows,
-           {"config": config, **{k: v for k, v in summary.items() if "update_norm" in k}})
+                                           *[f"seed{k}" for k in range(n_seeds)]], rows,
+                 {"config": config, **{k: v for k, v in summary.items() if "update_norm" in k}})
     return summary

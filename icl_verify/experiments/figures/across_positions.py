@@ -10,7 +10,7 @@ import torch
 from ... import claims
 from ...updates import apply_update, single_token, stack_updates
 from ..task import Prompts
-from .output import LOG_FLOOR, pair_matrices, plt, write_figure
+from .output import LOG_FLOOR, draw_pairs, pair_matrices, plt, write_figure
 
 #: relative singular-value threshold of the numerical rank: ``#{k : sigma_k > RANK_TOL sigma_1}``
 RANK_TOL = 1e-8
@@ -80,36 +80,31 @@ def positions(models: dict[str, list], prompts: dict[str, Prompts], out: Path, *
             rows += [[key, k, l, t, merged[k][l, t]] for l in range(merged[k].shape[0])
                      for t in range(merged[k].shape[1])]
     write_figure(out, "positions_identity", fig, ["variant", "check", "block", "position", "max_error"],
-           rows, {"config": config, **{k: v for k, v in summary.items() if k.startswith("identity")}})
+                 rows, {"config": config, **{k: v for k, v in summary.items() if k.startswith("identity")}})
     # similarity between positions
     fig, axes = plt.subplots(len(names), 4, figsize=(19, 4.2 * len(names)), squeeze=False)
     rows = []
     for r, key in enumerate(names):
         depth = len(models[key][0])
         for c, l in enumerate(sorted({0, depth - 1})):
-            mats = []
+            dws = []
             for m in models[key]:
                 with torch.no_grad():
                     upd = stack_updates(m, prompts[key].tokens(), reference="query",
                                         every_position=True)[l]
-                mats.append(pair_matrices(upd.dense()[0]))
-            cos = np.mean([a for a, _ in mats], axis=0)
-            dist = np.mean([b for _, b in mats], axis=0)
-            for j, (mat, lab, cmap) in enumerate([(cos, "cosine similarity", "coolwarm"),
-                                                  (dist, "Frobenius distance", "viridis")]):
-                ax = axes[r, 2 * j + c] if depth > 1 else axes[r, 2 * j]
-                kw = {"vmin": -1, "vmax": 1} if j == 0 else {}
-                im = ax.imshow(mat, cmap=cmap, **kw)
-                ax.set(title=f"{key}, block {l}: {lab}", xlabel="position t", ylabel="position s")
-                fig.colorbar(im, ax=ax)
+                dws.append(upd.dense()[0])
+            cos, dist = pair_matrices(dws)
+            pair = (axes[r, c], axes[r, 2 + c]) if depth > 1 else (axes[r, 0], axes[r, 2])
+            draw_pairs(fig, pair, cos, dist, f"{key}, block {l}: {{what}}", xlabel="position t",
+                       ylabel="position s")
             n = cos.shape[0]
             off = ~np.eye(n, dtype=bool)
             summary[f"position_cosine_offdiag_mean[{key}][block {l}]"] = float(cos[off].mean())
             summary[f"position_cosine_query_vs_context_mean[{key}][block {l}]"] = float(cos[-1, :-1].mean())
             rows += [[key, l, s, t, cos[s, t], dist[s, t]] for s in range(n) for t in range(n)]
     write_figure(out, "positions_similarity", fig, ["variant", "block", "s", "t", "cosine",
-                                              "frobenius_distance"], rows,
-           {"config": config, **{k: v for k, v in summary.items() if k.startswith("position_")}})
+                                                    "frobenius_distance"], rows,
+                 {"config": config, **{k: v for k, v in summary.items() if k.startswith("position_")}})
     # rank of the sum over positions
     fig, axes = plt.subplots(1, len(names), figsize=(9 * len(names), 4.8), squeeze=False)
     rows = []
@@ -133,7 +128,7 @@ def positions(models: dict[str, list], prompts: dict[str, Prompts], out: Path, *
                title=f"{key}: spectrum of sum_t dW^l_t\n(solid: reference token, dashed: query)")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     write_figure(out, "positions_rank", fig, ["variant", "reference", "block", "k",
-                                        "relative_singular_value_mean", "numerical_rank_mean"],
-           rows, {"config": config, "rank_tolerance": RANK_TOL,
-                  **{k: v for k, v in summary.items() if k.startswith("rank_")}})
+                                              "relative_singular_value_mean", "numerical_rank_mean"],
+                 rows, {"config": config, "rank_tolerance": RANK_TOL,
+                        **{k: v for k, v in summary.items() if k.startswith("rank_")}})
     return summary

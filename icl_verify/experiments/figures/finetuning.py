@@ -77,4 +77,4 @@ def fig3(model, prompts: Prompts, out: Path, *, name: str = "fig3", title: str, 
     rows = [[k, imp_err[:, k].mean(), ft_err[:, k].mean(), cos[:, k].mean(),
              *np.quantile(cos[:, k], [0.1, 0.9])] for k in range(n1)]
     return write_figure(out, name, fig, ["examples", "implicit_loss", "finetune_loss", "cosine_mean",
-                                   "cosine_q10", "cosine_q90"], rows, summary)
+                                         "cosine_q10", "cosine_q90"], rows, summary)

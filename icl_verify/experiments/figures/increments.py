@@ -91,4 +91,4 @@ def fig2(model, initial, prompts: Prompts, out: Path, *, name: str = "fig2", tit
                "first_increment_mean": inc[:, 0].mean(0).tolist(),
                "last_increment_mean": inc[:, -1].mean(0).tolist()}
     return write_figure(out, name, fig, ["block", "i", "mean", "q10", "q90", "mean_initial"], rows,
-                  summary)
+                        summary)

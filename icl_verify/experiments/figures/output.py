@@ -50,10 +50,26 @@ def flat(dws: Sequence[torch.Tensor], lead: int) -> torch.Tensor:
     return torch.cat([w.flatten(lead) for w in dws], dim=-1)
 
 
-def pair_matrices(dw: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over prompts of the pairwise cosine and Frobenius distance of updates
-    ``dw`` ``(B, P, m, d)``: two ``(P, P)`` arrays."""
-    v = dw.flatten(2)
-    cos = cosine(v[:, :, None], v[:, None, :]).mean(0)
-    dist = torch.cdist(v, v).mean(0)
-    return cos.numpy(), dist.numpy()
+def pair_matrices(dws: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """The pairwise cosine and Frobenius distance of the updates ``dw`` ``(B, P, m, d)`` of each
+    model in ``dws``, averaged over prompts and models: two ``(P, P)`` arrays."""
+    cos, dist = [], []
+    for dw in dws:
+        v = dw.flatten(2)
+        cos.append(cosine(v[:, :, None], v[:, None, :]).mean(0).numpy())
+        dist.append(torch.cdist(v, v).mean(0).numpy())
+    return np.mean(cos, axis=0), np.mean(dist, axis=0)
+
+
+def draw_pairs(fig, axes, cos: np.ndarray, dist: np.ndarray, title: str, *, annotate: bool = False,
+               **labels) -> None:
+    """Heat maps of ``cos`` (on ``axes[0]``, from -1 to 1) and ``dist`` (on ``axes[1]``) from
+    :func:`pair_matrices`; ``title`` holds ``{what}``; ``annotate`` writes each value in its cell."""
+    for ax, mat, what, cmap, kw in ((axes[0], cos, "cosine similarity", "coolwarm", {"vmin": -1, "vmax": 1}),
+                                    (axes[1], dist, "Frobenius distance", "viridis", {})):
+        im = ax.imshow(mat, cmap=cmap, **kw)
+        if annotate:
+            for (a, b), v in np.ndenumerate(mat):
+                ax.text(b, a, f"{v:.2f}", ha="center", va="center", fontsize=8)
+        ax.set(title=title.format(what=what), **labels)
+        fig.colorbar(im, ax=ax)

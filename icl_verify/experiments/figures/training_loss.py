@@ -53,4 +53,4 @@ def fig1(histories: Sequence[list[dict]], out: Path, *, name: str = "fig1", titl
         "initial_icl_loss": [hist[0]["icl_loss"] for hist in histories],
     }
     return write_figure(out, name, fig, ["seed", "step", "icl_loss", "implicit_loss", "loss_gap",
-                                   "max_prediction_gap"], rows, summary)
+                                         "max_prediction_gap"], rows, summary)
