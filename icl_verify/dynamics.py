@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .blocks import ContextualBlock, Decomposition
-from .checks import check_tensor, module_dtype
+from .validation import check_tensor, module_dtype
 from .errors import EmptyContextError, ShapeError, where
 from .updates import ImplicitUpdate, general_update, grad_only_if_inputs_ask, query_alone
 

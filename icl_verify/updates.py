@@ -19,7 +19,7 @@ from typing import Callable, Sequence, TypeVar
 import torch
 
 from .blocks import ContextualBlock, Decomposition, Stack
-from .checks import check_finite, check_tensor, module_dtype
+from .validation import check_finite, check_tensor, module_dtype
 from .errors import DegenerateReferenceError, ShapeError, where
 
 
