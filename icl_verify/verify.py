@@ -35,7 +35,10 @@ class Row:
 
 
 @dataclass(frozen=True)
-class Sizes:
+class InstanceSizes:
+    """Sizes of each random instance: width ``d`` (each layer takes its largest allowed width up
+    to it), context length, prompts per instance and blocks per stack."""
+
     d: int = 8
     context: int = 6
     batch: int = 2
@@ -65,14 +68,14 @@ def _claims(block, stack, context: torch.Tensor, query: torch.Tensor, part: torc
     yield claims.stack(stack, seq)
 
 
-def _inputs(d: int, dtype: torch.dtype, sizes: Sizes, seed: int):
+def _inputs(d: int, dtype: torch.dtype, sizes: InstanceSizes, seed: int):
     gen = torch.Generator().manual_seed(seed)
     context = torch.randn(sizes.batch, sizes.context, d, generator=gen, dtype=dtype)
     query = torch.randn(sizes.batch, d, generator=gen, dtype=dtype)
     return context, query, torch.rand(sizes.context, generator=gen) < 0.5
 
 
-def _instance_checks(layer: str, composition: str, dtype: torch.dtype, sizes: Sizes,
+def _instance_checks(layer: str, composition: str, dtype: torch.dtype, sizes: InstanceSizes,
                      seed: int) -> Iterator[claims.Check]:
     d, heads = _width(layer, sizes.d)
     block = build_block(layer, composition, d, heads=heads, seed=seed, dtype=dtype)
@@ -80,7 +83,8 @@ def _instance_checks(layer: str, composition: str, dtype: torch.dtype, sizes: Si
     yield from _claims(block, stack, *_inputs(d, dtype, sizes, seed))
 
 
-def _architecture_checks(name: str, dtype: torch.dtype, sizes: Sizes, seed: int) -> Iterator[claims.Check]:
+def _architecture_checks(name: str, dtype: torch.dtype, sizes: InstanceSizes,
+                         seed: int) -> Iterator[claims.Check]:
     """The same claims on a tiny random configuration of a real architecture (its first block,
     and its whole stack of adapted ``transformers`` layers)."""
     info = get_architecture(name)
@@ -96,7 +100,7 @@ def _row(dtype: str, layer: str, composition: str, check: claims.Check) -> Row:
                check.max_relative, check.worst_ratio, check.passed)
 
 
-def run_verify(layers: list[str], compositions: list[str], dtypes: list[str], sizes: Sizes,
+def run_verify(layers: list[str], compositions: list[str], dtypes: list[str], sizes: InstanceSizes,
                seed: int = 0, progress: bool = True, architectures: list[str] = ()) -> list[Row]:
     """Every claim on every (dtype, layer, composition), then on every real architecture
     (composition column ``transformers``); one :class:`Row` per claim."""

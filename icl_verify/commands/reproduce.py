@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import non_negative_int, positive_float, positive_int, show_progress
-from ..experiments.reproduce import FIGURES, QUICK, Sizes, reproduce
+from ..experiments.reproduce import FIGURES, QUICK, ReproductionSizes, reproduce
 
 #: fewest context examples: Fig 2 fits a slope to the increments ``i = 1..n-1`` (two points at least)
 MIN_EXAMPLES = 3
@@ -30,7 +30,8 @@ def register(subparsers) -> None:
     p.add_argument("--n", type=positive_int, default=None,
                    help=f"context examples per prompt (at least {MIN_EXAMPLES}; default 50, 12 with --quick)")
     p.add_argument("--heads", type=positive_int, default=None,
-                   help=f"attention heads, a divisor of the token width d+1 = {Sizes.d + 1} (default 3)")
+                   help=f"attention heads, a divisor of the token width d+1 = "
+                        f"{ReproductionSizes.d + 1} (default 3)")
     p.add_argument("--finetune-lr", type=positive_float, default=None,
                    help="Fig 3's SGD learning rate (default 0.01)")
     p.add_argument("--threads", type=positive_int, default=1,
@@ -40,10 +41,10 @@ def register(subparsers) -> None:
     p.set_defaults(run=run, parser=p)
 
 
-def sizes_from(args: argparse.Namespace) -> Sizes:
-    """The run's :class:`Sizes` (``--quick`` or the papers', then ``--n``, ``--heads``,
+def sizes_from(args: argparse.Namespace) -> ReproductionSizes:
+    """The run's :class:`ReproductionSizes` (``--quick`` or the papers', then ``--n``, ``--heads``,
     ``--finetune-lr``); ``parser.error`` on sizes the models cannot take."""
-    sizes = QUICK if args.quick else Sizes()
+    sizes = QUICK if args.quick else ReproductionSizes()
     if args.n is not None:
         if args.n < MIN_EXAMPLES:
             args.parser.error(f"--n {args.n}: need at least {MIN_EXAMPLES} context examples")

@@ -14,7 +14,7 @@ from . import non_negative_int, positive_int, show_progress
 from ..adapters import list_architectures
 from ..blocks import list_compositions
 from ..layers import list_layers
-from ..verify import ARCHITECTURE, DTYPES, Row, Sizes, run_verify
+from ..verify import ARCHITECTURE, DTYPES, Row, InstanceSizes, run_verify
 
 #: largest ``--d`` / ``--context`` / ``--batch`` / ``--depth``: the checks form dense ``d x d``
 #: Jacobians per entry, so larger instances run for hours rather than seconds
@@ -115,7 +115,7 @@ def main(args: argparse.Namespace) -> int:
     layers, compositions, archs = _selection(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    sizes = Sizes(args.d, args.context, args.batch, args.depth)
+    sizes = InstanceSizes(args.d, args.context, args.batch, args.depth)
     rows = run_verify(layers, compositions, args.dtype or list(DTYPES), sizes, seed=args.seed,
                       progress=show_progress(args.no_progress), architectures=archs)
     print(format_table(rows, full=args.full))

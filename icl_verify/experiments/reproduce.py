@@ -21,7 +21,7 @@ VARIANTS = {"LayerNorm on": ("preln", True), "LayerNorm off": ("noln", False)}
 
 
 @dataclass(frozen=True)
-class Sizes:
+class ReproductionSizes:
     """Sizes of a reproduction run (defaults: the papers'; :data:`QUICK`: a smoke run).
 
     Attributes:
@@ -52,14 +52,14 @@ class Sizes:
     finetune_lr: float = 0.01
 
 
-QUICK = Sizes(n=12, p1_steps=30, p2_depth=2, p2_steps=10, seeds=1, batch=32, eval_every=5,
-              val_prompts=32, analysis_prompts=16)
+QUICK = ReproductionSizes(n=12, p1_steps=30, p2_depth=2, p2_steps=10, seeds=1, batch=32,
+                          eval_every=5, val_prompts=32, analysis_prompts=16)
 
 
 class _Runner:
     """Shared state of one invocation: sizes, output folder, trained models (memoised)."""
 
-    def __init__(self, sizes: Sizes, out: Path, seed: int, progress: bool):
+    def __init__(self, sizes: ReproductionSizes, out: Path, seed: int, progress: bool):
         self.sizes, self.out, self.seed, self.progress = sizes, out, seed, progress
         self.ckpt = out / "checkpoints"
         self.task = RegressionTask(sizes.d, sizes.n)
@@ -143,7 +143,7 @@ class _Runner:
         return summary
 
 
-def reproduce(names, sizes: Sizes, out: Path, *, seed: int = 0, progress: bool = False,
+def reproduce(names, sizes: ReproductionSizes, out: Path, *, seed: int = 0, progress: bool = False,
               log=lambda line: None) -> dict:
     """Train (or reload from ``out/checkpoints``) and draw the figures ``names`` (from
     :data:`FIGURES`) into ``out``; merge their summaries into ``out/summary.json`` and return
