@@ -34,3 +34,30 @@ def test_good_arguments_are_not_rejected(capsys):
                  "--d", "1", "--context", "1", "--depth", "1", "--batch", "1", "--no-progress",
                  "--no-architectures"]) == 0
     assert "passed, 0 failed" in capsys.readouterr().out
+
+
+class _Stream:
+    def __init__(self, tty: bool):
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize("no_progress, env, tty, shown", [
+    (False, None, True, True),
+    (True, None, True, False),  # --no-progress
+    (False, None, False, False),  # not a terminal: logs and CI
+    (False, "1", True, False),
+    (False, "true", True, False),
+    (False, "0", True, True),
+    (False, "", True, True),
+])
+def test_progress_bars(monkeypatch, no_progress, env, tty, shown):
+    """Every command draws its bars only on a terminal, and never with ``TQDM_DISABLE`` set."""
+    from icl_verify.commands import show_progress
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    if env is not None:
+        monkeypatch.setenv("TQDM_DISABLE", env)
+    assert show_progress(no_progress, _Stream(tty)) is shown
