@@ -61,3 +61,16 @@ def test_progress_bars(monkeypatch, no_progress, env, tty, shown):
     if env is not None:
         monkeypatch.setenv("TQDM_DISABLE", env)
     assert show_progress(no_progress, _Stream(tty)) is shown
+
+
+def test_typed_input_error_is_one_line(rejected, monkeypatch):
+    """An input error found while running (a typed :class:`ICLVerifyError`) ends like a bad
+    argument: one line, exit status 2, no traceback."""
+    import icl_verify.commands.verify as command
+    from icl_verify.errors import ShapeError
+
+    def bad(*args, **kwargs):
+        raise ShapeError("context must have 3 dimensions")
+
+    monkeypatch.setattr(command, "run_verify", bad)
+    assert "context must have 3 dimensions" in rejected(["verify", "--layer", "gru", "--no-progress"])
