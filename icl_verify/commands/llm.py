@@ -198,12 +198,23 @@ def _plot(out: Path, a) -> Path:
     return path
 
 
+def _quiet_loading() -> None:
+    """No progress bars from ``transformers`` while it loads the model (its own tqdm bars)."""
+    try:
+        from transformers.utils import logging
+    except ImportError:  # load_model says what to install
+        return
+    logging.disable_progress_bar()
+
+
 def run(args: argparse.Namespace) -> int:
     from ..llm import TASKS, analyse, load_model, task_prompt, text_prompt
 
     check_arguments(args)
     print(f"icl-verify llm: writing the CSV, JSON and PNG files to {args.out.resolve()}/")
     progress = show_progress(args.no_progress)
+    if not progress:
+        _quiet_loading()
     start = time.perf_counter()
     try:
         model, tok = load_model(args.model, device=args.device, device_map=args.device_map)
