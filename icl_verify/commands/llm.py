@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import sys
 import time
@@ -199,12 +200,19 @@ def _plot(out: Path, a) -> Path:
 
 
 def _quiet_loading() -> None:
-    """No progress bars from ``transformers`` while it loads the model (its own tqdm bars)."""
+    """No progress bars from ``transformers`` while it loads the model: its own bars (``Loading
+    weights``) and the plain tqdm bar of its GGUF conversion."""
     try:
         from transformers.utils import logging
     except ImportError:  # load_model says what to install
         return
     logging.disable_progress_bar()
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf
+    except ImportError:
+        return
+    if callable(getattr(gguf, "tqdm", None)):
+        gguf.tqdm = functools.partial(gguf.tqdm, disable=True)
 
 
 def run(args: argparse.Namespace) -> int:
