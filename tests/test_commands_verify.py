@@ -20,8 +20,11 @@ import pytest
     (["--composition", "q*"], "--composition 'q*' matches no composition"),
     (["--layer", "gru", "--composition", "transformers"], "nothing matches --layer gru --composition transformers"),
     (["--layer", "gru", "--d", "0", "--context", "-3"], "argument --d: must be at least 1"),
+    (["--json", "NOWHERE/rows.json"], "--json NOWHERE/rows.json: cannot write a file there (no folder NOWHERE)"),
+    (["--json", "."], "--json .: cannot write a file there (a folder)"),
 ])
-def test_bad_arguments(rejected, argv, message):
+def test_bad_arguments(rejected, argv, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     line = rejected(["verify", "--no-progress", *argv])
     assert message in line
     assert "--help" in line

@@ -7,6 +7,7 @@ import argparse
 import fnmatch
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
@@ -112,6 +113,11 @@ def main(args: argparse.Namespace) -> int:
     for name, limit in LIMITS.items():
         if getattr(args, name) > limit:
             args.parser.error(f"--{name} {getattr(args, name)} is above {limit}")
+    if args.json:
+        path = Path(args.json)
+        if path.is_dir() or not path.parent.is_dir():
+            args.parser.error(f"--json {path}: cannot write a file there "
+                              f"({'a folder' if path.is_dir() else 'no folder ' + str(path.parent)})")
     layers, compositions, archs = _selection(args)
     if args.threads:
         torch.set_num_threads(args.threads)
