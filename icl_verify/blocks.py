@@ -61,6 +61,10 @@ class ContextualBlock(nn.Module):
         """Block output from the first pre-activations ``hs[k] = W_k z + b_k`` and the bypass."""
         raise NotImplementedError
 
+    def first_weights(self) -> tuple[torch.Tensor, ...]:
+        """The first dense matrices ``W_k`` ``(m_k, d_z)`` alone (what the updates change)."""
+        return tuple(w for w, _ in self.first_layers())
+
     def pre_activations(self, z: torch.Tensor) -> list[torch.Tensor]:
         """``[W_k z + b_k for each first matrix]``."""
         return [F.linear(z, w, b) for w, b in self.first_layers()]
@@ -177,6 +181,17 @@ class Stack(nn.Module):
         for block in self.blocks:
             xs.append(block(xs[-1]))
         return xs
+
+    def decompositions(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[Decomposition]]:
+        """One forward pass keeping every block's input ``X^l`` ``(B, T, d)`` and decomposition
+        (leading dims ``(B, T)``); block ``l``'s output is computed from its decomposition."""
+        xs, decs = [], []
+        for block in self.blocks:
+            dec = block.decompose(x)
+            xs.append(x)
+            decs.append(dec)
+            x = block.output(block.pre_activations(dec.z), dec.s)
+        return xs, decs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:

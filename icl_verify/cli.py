@@ -1,21 +1,22 @@
-"""The ``icl-verify`` command. Each sub-command lives in its own module, which exposes
-``register(subparsers)`` adding its parser with ``set_defaults(run=callable)``; the callable
-takes the parsed arguments and returns the exit status."""
+"""The ``icl-verify`` command: dispatches to the sub-commands of :mod:`icl_verify.commands`."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 
+from .commands import Parser
+from .errors import ICLVerifyError
+
 COMMANDS = (
-    "icl_verify.verify",
-    "icl_verify.experiments.reproduce",
-    "icl_verify.llm_command",
+    "icl_verify.commands.verify",
+    "icl_verify.commands.reproduce",
+    "icl_verify.commands.llm",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="icl-verify",
         description="Check that in-context learning is an implicit rank-one weight update.",
     )
@@ -26,8 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command; bad arguments and typed input errors end in one line on stderr and
+    exit status 2 (``argparse``'s convention), never a traceback."""
     args = build_parser().parse_args(argv)
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except ICLVerifyError as exc:
+        args.parser.error(str(exc))
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from .blocks import ContextualBlock, Decomposition
-from .checks import check_tensor, module_dtype
+from .validation import check_tensor, module_dtype
 from .errors import EmptyContextError, ShapeError, where
-from .updates import ImplicitUpdate, single_token, general_update
+from .updates import ImplicitUpdate, general_update, grad_only_if_inputs_ask, query_alone
 
 
 def check_prefix_inputs(module: nn.Module, context: torch.Tensor, query: torch.Tensor,
@@ -44,6 +44,7 @@ def prefix_targets(block: ContextualBlock, context: torch.Tensor, queries: torch
     return Decomposition(z, s)
 
 
+@grad_only_if_inputs_ask
 def prefix_updates(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
                    block_index: int | None = None) -> ImplicitUpdate:
     """``dW(c_1..c_i)`` for ``i = 0..n`` against the query alone: leading dims ``(B, n+1)``.
@@ -54,10 +55,7 @@ def prefix_updates(block: ContextualBlock, context: torch.Tensor, query: torch.T
     """
     check_prefix_inputs(block, context, query, block_index)
     target = prefix_targets(block, context, query[:, None].expand(-1, context.shape[1] + 1, -1))
-    ref = single_token(block, query)
-    reference = Decomposition(ref.z[:, None].expand_as(target.z),
-                              None if ref.s is None else ref.s[:, None].expand_as(target.s))
-    return general_update([w for w, _ in block.first_layers()], target, reference,
+    return general_update(block.first_weights(), target, query_alone(block, query, target),
                           block=block_index, positions=torch.arange(target.z.shape[1])[None, :])
 
 
@@ -75,7 +73,7 @@ def increment_formula(block: ContextualBlock, updates: ImplicitUpdate) -> tuple[
     """``(W (z_{i+1} - z_i)) z_x^T / ||z_x||^2``: ``(B, n, m_k, d_z)`` per first matrix."""
     dz = updates.target.z[:, 1:] - updates.target.z[:, :-1]
     right = updates.right[:, 1:]
-    return tuple((dz @ w.T)[..., :, None] * right[..., None, :] for w, _ in block.first_layers())
+    return tuple((dz @ w.T)[..., :, None] * right[..., None, :] for w in block.first_weights())
 
 
 def increment_norms(updates: ImplicitUpdate) -> torch.Tensor:
@@ -98,7 +96,7 @@ def sgd_steps(block: ContextualBlock, updates: ImplicitUpdate) -> tuple[torch.Te
     z_x = updates.reference.z[:, :-1].detach()
     lr = 1.0 / (z_x * z_x).sum(-1)[..., None, None]
     out = []
-    for (w, _), w_all in zip(block.first_layers(), prefix_weights(block, updates)):
+    for w, w_all in zip(block.first_weights(), prefix_weights(block, updates)):
         w_i = w_all[:, :-1].detach().requires_grad_(True)
         direction = ((z[:, :-1] - z[:, 1:]) @ w.detach().T)[..., :, None] * z_x[..., None, :]
         (grad,) = torch.autograd.grad(linear_loss(w_i, direction), w_i)

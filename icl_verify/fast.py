@@ -25,7 +25,7 @@ from torch import nn
 from .blocks import ContextualBlock, Decomposition, Stack
 from .dynamics import check_prefix_inputs, prefix_targets, prefix_updates
 from .errors import ICLVerifyError
-from .updates import ImplicitUpdate, general_update, single_token
+from .updates import ImplicitUpdate, general_update, grad_only_if_inputs_ask, query_alone, single_token
 
 __all__ = ["has_fast_path", "fast_prefix_updates", "stack_prefix_updates"]
 
@@ -83,17 +83,11 @@ def _fast_copies(block: ContextualBlock, cache, queries: torch.Tensor) -> Decomp
 
 
 def _update(block: ContextualBlock, target: Decomposition, reference: Decomposition, block_index):
-    return general_update([w for w, _ in block.first_layers()], target, reference, block=block_index,
+    return general_update(block.first_weights(), target, reference, block=block_index,
                           positions=torch.arange(target.z.shape[1])[None, :])
 
 
-def _alone(block: ContextualBlock, query: torch.Tensor, like: Decomposition) -> Decomposition:
-    """The query ``(B, d)`` alone through ``block``, broadcast over the copies of ``like``."""
-    ref = single_token(block, query)
-    return Decomposition(ref.z[:, None].expand_as(like.z),
-                         None if ref.s is None else ref.s[:, None].expand_as(like.s))
-
-
+@grad_only_if_inputs_ask
 def fast_prefix_updates(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
                         block_index: int | None = None) -> ImplicitUpdate:
     """Same result as :func:`icl_verify.dynamics.prefix_updates` (``dW(c_1..c_i)``, ``i = 0..n``,
@@ -106,9 +100,10 @@ def fast_prefix_updates(block: ContextualBlock, context: torch.Tensor, query: to
     _, cache = _context_states(block, context, output=False)
     copies = query[:, None].expand(-1, context.shape[1] + 1, -1)
     target = _fast_copies(block, cache, copies)
-    return _update(block, target, _alone(block, query, target), block_index)
+    return _update(block, target, query_alone(block, query, target), block_index)
 
 
+@grad_only_if_inputs_ask
 def stack_prefix_updates(stack: Stack, context: torch.Tensor, query: torch.Tensor, *,
                          fast: bool = True) -> list[ImplicitUpdate]:
     """Prefix dynamics of every block of ``stack``: entry ``l`` has leading dims ``(B, n+1)``.
@@ -127,13 +122,13 @@ def stack_prefix_updates(stack: Stack, context: torch.Tensor, query: torch.Tenso
     blocks = list(stack.blocks)
     n = context.shape[1]
     if not fast:
-        seqs = [stack.block_inputs(torch.cat([context[:, :i], query[:, None]], dim=1)) for i in range(n + 1)]
+        seqs = [stack.decompositions(torch.cat([context[:, :i], query[:, None]], dim=1)) for i in range(n + 1)]
         updates = []
         for l, block in enumerate(blocks):
-            target = [block.decompose(xs[l]).at(-1) for xs in seqs]
+            target = [decs[l].at(-1) for _, decs in seqs]
             z = torch.stack([d.z for d in target], dim=1)
             s = None if target[0].s is None else torch.stack([d.s for d in target], dim=1)
-            copies = torch.stack([xs[l][:, -1] for xs in seqs], dim=1)
+            copies = torch.stack([xs[l][:, -1] for xs, _ in seqs], dim=1)
             updates.append(_update(block, Decomposition(z, s), single_token(block, copies), l))
         return updates
     updates, x, copies = [], context, query[:, None].expand(-1, n + 1, -1)
@@ -145,7 +140,7 @@ def stack_prefix_updates(stack: Stack, context: torch.Tensor, query: torch.Tenso
         else:
             target = prefix_targets(block, x, copies)
             x_next = None if last else block(x)
-        ref = _alone(block, query, target) if l == 0 else single_token(block, copies)
+        ref = query_alone(block, query, target) if l == 0 else single_token(block, copies)
         updates.append(_update(block, target, ref, l))  # block 0's copies are all the query
         if not last:
             copies = block.output(block.pre_activations(target.z), target.s)

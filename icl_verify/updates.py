@@ -12,14 +12,36 @@ Everything here reads only ``z``, ``s`` and ``W`` (:class:`~icl_verify.blocks.Co
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
 
 from .blocks import ContextualBlock, Decomposition, Stack
-from .checks import check_finite, check_tensor, module_dtype
+from .validation import check_finite, check_tensor, module_dtype
 from .errors import DegenerateReferenceError, ShapeError, where
+
+
+F = TypeVar("F", bound=Callable)
+
+
+def grad_only_if_inputs_ask(fn: F) -> F:
+    """Run ``fn`` with autograd recording only when one of its tensor arguments requires grad.
+
+    A module's parameters require grad by default; updates computed from them would otherwise
+    carry an autograd graph nobody asked for (memory, and warnings when read as numbers). Pass
+    inputs with ``requires_grad=True`` to differentiate through an update.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        asked = any(isinstance(a, torch.Tensor) and a.requires_grad
+                    for a in (*args, *kwargs.values()))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and asked):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -46,7 +68,7 @@ class ImplicitUpdate:
 
     def weights(self, block: ContextualBlock) -> tuple[torch.Tensor, ...]:
         """The updated matrices ``W_k + dW_k``: ``(..., m_k, d_z)``."""
-        return tuple(w + dw for (w, _), dw in zip(block.first_layers(), self.dense()))
+        return tuple(w + dw for w, dw in zip(block.first_weights(), self.dense()))
 
     def norms(self) -> torch.Tensor:
         """Frobenius norms ``||dW_k||`` stacked on a last axis: ``(..., K)``."""
@@ -176,6 +198,14 @@ def single_token(block: ContextualBlock, tokens: torch.Tensor) -> Decomposition:
     return Decomposition(shape(dec.z), shape(dec.s))
 
 
+def query_alone(block: ContextualBlock, query: torch.Tensor, like: Decomposition) -> Decomposition:
+    """The query ``(B, d)`` alone through ``block``, broadcast over the positions (or copies)
+    of ``like`` (leading dims ``(B, T)``): the shared reference of every position."""
+    ref = single_token(block, query)
+    return Decomposition(ref.z[:, None].expand_as(like.z),
+                         None if ref.s is None else ref.s[:, None].expand_as(like.s))
+
+
 def _checked(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, block_index):
     dtype = module_dtype(block)
     check_tensor(query, "query", ndim=2, dtype=dtype, block=block_index)
@@ -187,6 +217,7 @@ def _checked(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor,
     return dtype
 
 
+@grad_only_if_inputs_ask
 def context_update(
     block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *, block_index: int | None = None
 ) -> ImplicitUpdate:
@@ -197,7 +228,7 @@ def context_update(
     seq = torch.cat([context, query[:, None]], dim=1)
     n = context.shape[1]
     return general_update(
-        [w for w, _ in block.first_layers()],
+        block.first_weights(),
         block.decompose(seq).at(-1),
         single_token(block, query),
         block=block_index,
@@ -205,6 +236,7 @@ def context_update(
     )
 
 
+@grad_only_if_inputs_ask
 def subset_update(
     block: ContextualBlock,
     context: torch.Tensor,
@@ -223,7 +255,7 @@ def subset_update(
     full = torch.cat([context, query[:, None]], dim=1)
     rest = torch.cat([context[:, ~part], query[:, None]], dim=1)
     return general_update(
-        [w for w, _ in block.first_layers()],
+        block.first_weights(),
         block.decompose(full).at(-1),
         block.decompose(rest).at(-1),
         block=block_index,
@@ -231,6 +263,7 @@ def subset_update(
     )
 
 
+@grad_only_if_inputs_ask
 def position_updates(
     block: ContextualBlock,
     x: torch.Tensor,
@@ -261,17 +294,16 @@ def _position_updates(block: ContextualBlock, x: torch.Tensor, target: Decomposi
     if reference == "token":
         ref = single_token(block, x)
     elif reference == "query":
-        q = single_token(block, x[:, -1])
-        ref = Decomposition(q.z[:, None].expand_as(target.z),
-                            None if q.s is None else q.s[:, None].expand_as(target.s))
+        ref = query_alone(block, x[:, -1], target)
     else:
         raise ValueError(f"reference must be 'token' or 'query', got {reference!r}")
     return general_update(
-        [w for w, _ in block.first_layers()], target, ref,
+        block.first_weights(), target, ref,
         block=block_index, positions=torch.arange(first, first + x.shape[1])[None, :],
     )
 
 
+@grad_only_if_inputs_ask
 def stack_updates(stack: Stack, x: torch.Tensor, *, reference: str = "token",
                   every_position: bool = False) -> list[ImplicitUpdate]:
     """One update per block of ``stack`` for the sequence ``x`` ``(B, T, d)`` (docs/theory.md §4).
@@ -285,16 +317,14 @@ def stack_updates(stack: Stack, x: torch.Tensor, *, reference: str = "token",
     """
     _check_sequence(x, stack)
     updates = []
-    for l, block in enumerate(stack.blocks):
+    for l, (block, x, target) in enumerate(zip(stack.blocks, *stack.decompositions(x))):
         check_finite(x, "block input", block=l)
-        target = block.decompose(x)
         if every_position:
             updates.append(_position_updates(block, x, target, reference, l))
         else:
             # at the last position both references are the last token alone
             last = Decomposition(target.z[:, -1:], None if target.s is None else target.s[:, -1:])
             updates.append(_position_updates(block, x[:, -1:], last, "token", l, x.shape[1] - 1)[:, -1])
-        x = block.output(block.pre_activations(target.z), target.s)
     return updates
 
 

@@ -1,5 +1,5 @@
 """In-context linear regression: the task, the model (core blocks), training, the papers'
-figures and the ``icl-verify reproduce`` command."""
+figures and their reproduction (run by the ``icl-verify reproduce`` command)."""
 from .model import ModelConfig, build_model, first_paper, implicit_predict, predict, second_paper
 from .task import Prompts, RegressionTask
 from .train import TrainConfig, load_checkpoint, save_checkpoint, train, train_or_load

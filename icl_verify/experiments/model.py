@@ -110,7 +110,7 @@ def implicit_predict(model: Stack, context: torch.Tensor, query: torch.Tensor) -
 
 def first_weights(model: Stack) -> list[torch.Tensor]:
     """The first dense matrix ``W^l`` ``(m, d+1)`` of every block's MLP (what the updates change)."""
-    return [block.network.first[0].weight for block in model.blocks]
+    return [block.first_weights()[0] for block in model.blocks]
 
 
 def forward_with_weights(model: Stack, tokens: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:

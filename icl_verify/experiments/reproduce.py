@@ -1,11 +1,9 @@
-"""``icl-verify reproduce {fig1,fig2,fig3,positions,blocks,all} --out DIR [--seed S] [--quick]``.
-
-Trains the models (or reloads them from ``DIR/checkpoints`` when trained with the same
+"""The reproduction behind ``icl-verify reproduce`` (:mod:`icl_verify.commands.reproduce`):
+trains the models (or reloads them from ``DIR/checkpoints`` when trained with the same
 configuration), draws the figures and writes PNG + CSV + JSON per figure and ``summary.json``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict, dataclass, replace
@@ -23,7 +21,7 @@ VARIANTS = {"LayerNorm on": ("preln", True), "LayerNorm off": ("noln", False)}
 
 
 @dataclass(frozen=True)
-class Sizes:
+class ReproductionSizes:
     """Sizes of a reproduction run (defaults: the papers'; :data:`QUICK`: a smoke run).
 
     Attributes:
@@ -54,32 +52,14 @@ class Sizes:
     finetune_lr: float = 0.01
 
 
-QUICK = Sizes(n=12, p1_steps=30, p2_depth=2, p2_steps=10, seeds=1, batch=32, eval_every=5,
-              val_prompts=32, analysis_prompts=16)
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "reproduce", help="train the in-context regression models and draw the papers' figures",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("figure", choices=(*FIGURES, "all"), help="which figure(s) to draw")
-    p.add_argument("--out", type=Path, required=True, help="output folder (created)")
-    p.add_argument("--seed", type=int, default=0, help="base seed of models and prompts")
-    p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run (seconds)")
-    p.add_argument("--n", type=int, default=None, help="context examples per prompt")
-    p.add_argument("--heads", type=int, default=None, help="attention heads (divide d+1)")
-    p.add_argument("--finetune-lr", type=float, default=None,
-                   help="Fig 3's SGD learning rate (default 0.01)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: the tensors are tiny)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(run=run)
+QUICK = ReproductionSizes(n=12, p1_steps=30, p2_depth=2, p2_steps=10, seeds=1, batch=32,
+                          eval_every=5, val_prompts=32, analysis_prompts=16)
 
 
 class _Runner:
     """Shared state of one invocation: sizes, output folder, trained models (memoised)."""
 
-    def __init__(self, sizes: Sizes, out: Path, seed: int, progress: bool):
+    def __init__(self, sizes: ReproductionSizes, out: Path, seed: int, progress: bool):
         self.sizes, self.out, self.seed, self.progress = sizes, out, seed, progress
         self.ckpt = out / "checkpoints"
         self.task = RegressionTask(sizes.d, sizes.n)
@@ -163,46 +143,20 @@ class _Runner:
         return summary
 
 
-def run(args) -> int:
-    sizes = QUICK if args.quick else Sizes()
-    if args.n is not None:
-        sizes = replace(sizes, n=args.n)
-    if args.finetune_lr is not None:
-        sizes = replace(sizes, finetune_lr=args.finetune_lr)
-    if args.heads is not None:
-        sizes = replace(sizes, heads=args.heads)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        runner = _Runner(sizes, Path(args.out), args.seed, not args.no_progress)
-        todo = FIGURES if args.figure == "all" else (args.figure,)
-        summary, start = {}, time.perf_counter()
-        for name in todo:
-            t0 = time.perf_counter()
-            summary[name] = getattr(runner, name)()
-            summary[name]["seconds"] = time.perf_counter() - t0
-            print(f"{name}: written to {args.out} in {summary[name]['seconds']:.1f} s")
-        summary["seconds"] = time.perf_counter() - start
-        path = Path(args.out) / "summary.json"
-        old = json.loads(path.read_text()) if path.exists() else {}
-        path.write_text(json.dumps({**old, **summary}, indent=1, default=float))
-        _report(summary)
-    finally:
-        torch.set_num_threads(threads)
-    return 0
-
-
-def _report(summary: dict) -> None:
-    """Key numbers on stdout."""
-    if "fig1" in summary:
-        s = summary["fig1"]
-        print(f"  Fig 1: largest |loss gap| {s['max_loss_gap']:.2e}, largest |prediction gap| "
-              f"{s['max_prediction_gap']:.2e}; final loss {s['final_icl_loss'][0]:.4f}")
-    if "fig2" in summary:
-        print(f"  Fig 2: slope on log axes {summary['fig2']['slope_trained'][0]:.3f} "
-              f"(initialisation {summary['fig2']['slope_initial'][0]:.3f})")
-    if "fig3" in summary:
-        for k, v in summary["fig3"]["at_examples"].items():
-            print(f"  Fig 3 at {k:>2} examples: implicit {v['implicit_loss']:.4f}, finetuning "
-                  f"{v['finetune_loss']:.4f}, cosine {v['cosine_mean']:.3f}")
-    print(f"  total {summary['seconds']:.1f} s")
+def reproduce(names, sizes: ReproductionSizes, out: Path, *, seed: int = 0, progress: bool = False,
+              log=lambda line: None) -> dict:
+    """Train (or reload from ``out/checkpoints``) and draw the figures ``names`` (from
+    :data:`FIGURES`) into ``out``; merge their summaries into ``out/summary.json`` and return
+    them (with ``"seconds"`` per figure and in all). ``log`` gets one line per figure drawn."""
+    runner = _Runner(sizes, Path(out), seed, progress)
+    summary, start = {}, time.perf_counter()
+    for name in names:
+        t0 = time.perf_counter()
+        summary[name] = getattr(runner, name)()
+        summary[name]["seconds"] = time.perf_counter() - t0
+        log(f"{name}: written to {out} in {summary[name]['seconds']:.1f} s")
+    summary["seconds"] = time.perf_counter() - start
+    path = Path(out) / "summary.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**old, **summary}, indent=1, default=float))
+    return summary

@@ -1,17 +1,25 @@
 """``icl-verify llm``: the implicit updates of a real language model on a few-shot prompt
-(see :mod:`icl_verify.llm`). Prints a per-layer table, writes CSV files and a PNG."""
+(see :mod:`icl_verify.llm`). Prints a per-layer table, writes CSV files and a PNG into
+``--out`` (default: the folder ``icl-verify-llm`` under the current directory, so that a first
+run with no options works and never scatters files into the current directory itself; the
+folder is named on the first line of the output)."""
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import sys
 import time
 from pathlib import Path
 
+from . import positive_int, show_progress
+
+DEFAULT_OUT = Path("icl-verify-llm")
+
 
 def register(subparsers) -> None:
-    from .llm import TASKS
+    from ..llm import TASKS
 
     p = subparsers.add_parser(
         "llm", help="implicit updates of a real LLM (default SmolLM2-135M) at every layer and position",
@@ -23,16 +31,57 @@ def register(subparsers) -> None:
     p.add_argument("--task", default="capitals", choices=sorted(TASKS), help="built-in few-shot task")
     p.add_argument("--prompt", default=None,
                    help="your own prompt instead of a task; each line but the last is a shot, the last is the query")
-    p.add_argument("--shots", type=int, default=None, help="number of shots of the task (default: all 8)")
+    p.add_argument("--shots", type=positive_int, default=None,
+                   help="number of shots of the task, 1 to the task's count (default: all 8)")
     p.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"],
                    help="dtypes to check the identity in (the last one also runs the shots curve and finetuning)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--device-map", default=None, help='"auto" to spread a large model over devices (accelerate)')
     p.add_argument("--dense", action="store_true",
                    help="materialise W + dW at every position (default: only at the answer position)")
-    p.add_argument("--out", default="icl-verify-llm", metavar="DIR", help="directory for CSV and PNG files")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(run=run)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+                   help=f"folder for the CSV, JSON and PNG files, created if missing (default: "
+                        f"./{DEFAULT_OUT}/, under the current directory)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (also off with TQDM_DISABLE=1 or when stderr is not a terminal)")
+    p.set_defaults(run=run, parser=p)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """``parser.error`` (one line, exit status 2) on arguments that cannot work, before the model
+    is loaded: an empty prompt or prompt line, more shots than the task has, ``--shots`` with
+    ``--prompt``, a model path that does not exist, an ``--out`` that is a file, an unknown or
+    unavailable device."""
+    from ..llm import SMOLLM2, TASKS
+
+    error = args.parser.error
+    if args.prompt is not None:
+        if args.shots is not None:
+            error("--shots chooses shots of a --task; with --prompt every line but the last is a shot")
+        lines = args.prompt.replace("\\n", "\n").split("\n")
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                what = "the prompt is empty" if len(lines) == 1 else (
+                    "the query (last line) is empty" if i == len(lines) else f"line {i} is empty")
+                error(f"--prompt: {what}; give shots as lines and the query as the last line")
+    elif args.shots is not None and args.shots > len(TASKS[args.task].shots):
+        error(f"--shots {args.shots}: task {args.task!r} has {len(TASKS[args.task].shots)} shots")
+    if args.model not in (None, SMOLLM2):
+        model = Path(args.model)
+        if model.suffix == ".gguf" and not model.is_file():
+            error(f"--model {model}: no such .gguf file")
+        if model.suffix != ".gguf" and not model.is_dir():
+            error(f"--model {model}: no such model folder (give a Hugging Face model folder or a .gguf file)")
+    if args.out.exists() and not args.out.is_dir():
+        error(f"--out {args.out} exists and is not a folder")
+    import torch
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        error(f"--device {args.device!r}: {exc}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        error(f"--device {args.device}: CUDA is not available on this machine")
 
 
 def _table(rows: list[list[str]], header: list[str], title: str) -> None:
@@ -104,8 +153,7 @@ def _plot(out: Path, a) -> Path:
 
     n_heat = len(a.errors)
     fig, axes = plt.subplots(2, max(3, n_heat), figsize=(6 * max(3, n_heat), 9))
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("white")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
     for ax, (name, err) in zip(axes[0], a.errors.items()):
         e = err.numpy()
         shown = np.ma.masked_where(e <= 0, np.log10(np.where(e > 0, e, 1.0)))
@@ -151,9 +199,30 @@ def _plot(out: Path, a) -> Path:
     return path
 
 
-def run(args: argparse.Namespace) -> int:
-    from .llm import TASKS, analyse, load_model, task_prompt, text_prompt
+def _quiet_loading() -> None:
+    """No progress bars from ``transformers`` while it loads the model: its own bars (``Loading
+    weights``) and the plain tqdm bar of its GGUF conversion."""
+    try:
+        from transformers.utils import logging
+    except ImportError:  # load_model says what to install
+        return
+    logging.disable_progress_bar()
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf
+    except ImportError:
+        return
+    if callable(getattr(gguf, "tqdm", None)):
+        gguf.tqdm = functools.partial(gguf.tqdm, disable=True)
 
+
+def run(args: argparse.Namespace) -> int:
+    from ..llm import TASKS, analyse, load_model, task_prompt, text_prompt
+
+    check_arguments(args)
+    print(f"icl-verify llm: writing the CSV, JSON and PNG files to {args.out.resolve()}/")
+    progress = show_progress(args.no_progress)
+    if not progress:
+        _quiet_loading()
     start = time.perf_counter()
     try:
         model, tok = load_model(args.model, device=args.device, device_map=args.device_map)
@@ -164,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         prompt = text_prompt(tok, args.prompt.replace("\\n", "\n"))
     else:
         prompt = task_prompt(tok, TASKS[args.task], args.shots)
-    a = analyse(model, tok, prompt, dtypes=tuple(args.dtype), dense=args.dense, progress=not args.no_progress)
+    a = analyse(model, tok, prompt, dtypes=tuple(args.dtype), dense=args.dense, progress=progress)
     rows = []
     for l in range(len(a.update_norms)):
         inc = a.shot_increments[:, l] if len(a.shot_increments) else None
@@ -185,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
               f"same next token: {q['same_prediction']}")
     print(f"shots-curve identity: worst relative error {float(a.shot_identity.max()):.3e}")
     print(f"next token {a.predicted!r}" + (f" (expected {a.answer!r})" if a.answer else ""))
-    out = Path(args.out)
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     files = _write(out, a) + [_plot(out, a)]
     print("wrote " + ", ".join(str(f) for f in files))
