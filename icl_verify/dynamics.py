@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .blocks import ContextualBlock, Decomposition
-from .checks import check_tensor, module_dtype
+from .checks import check_finite, check_tensor, module_dtype
 from .errors import EmptyContextError, ShapeError, where
 from .updates import ImplicitUpdate, single_token, general_update
 
@@ -97,6 +97,7 @@ def sgd_steps(block: ContextualBlock, updates: ImplicitUpdate) -> tuple[torch.Te
     z = updates.target.z.detach()
     z_x = updates.reference.z[:, :-1].detach()
     lr = 1.0 / (z_x * z_x).sum(-1)[..., None, None]
+    check_finite(lr, f"learning rate 1/||z_x||^2 (overflow in {lr.dtype}?)")
     out = []
     for (w, _), w_all in zip(block.first_layers(), prefix_weights(block, updates)):
         w_i = w_all[:, :-1].detach().requires_grad_(True)

@@ -1,0 +1,92 @@
+"""A recurrence over per-token coefficients, with its reference scan and its fast path.
+
+Every recurrent layer of the 2024-2026 families (gated DeltaNet, Mamba-2, mLSTM, RWKV-7,
+retention, minGRU) has the form
+
+    c_t = coefficients(x_t, Conv(x)_t)      (per token; the convolution is optional)
+    h_t = transition(h_{t-1}, c_t)          (h_0 = 0; h a tuple of tensors)
+    out_t = emit(h_t, c_t)                  ((B, T, d))
+
+so one base class gives them the forward scan and the ``states``/``step`` pair of
+:mod:`icl_verify.fast`: the per-prefix states ``h_0..h_n`` of the context, then one batched
+transition per copy of the query. ``transition`` and ``emit`` act on any leading dims, so the
+same code steps one position of the scan or ``n+1`` copies at once.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .griffin import CausalConv1d
+
+
+def heads_of(y: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(B, T, H * m) -> (B, T, H, m)``."""
+    return y.unflatten(-1, (heads, y.shape[-1] // heads))
+
+
+class Scan(nn.Module):
+    """Base class: subclasses may set ``conv`` (a :class:`CausalConv1d` over ``stream(x)``;
+    ``None`` by default) and implement ``coefficients``, ``initial``, ``transition`` and ``emit``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv: CausalConv1d | None = None
+
+    def stream(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution's input ``(B, T, e)`` (only called when ``conv`` is set)."""
+        return x
+
+    def coefficients(self, x: torch.Tensor, conv: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """Per-token coefficients, each ``(B, T, ...)``, from the tokens ``x`` ``(B, T, d)`` (token
+        ``t`` at position ``t``) and the convolution's output ``(B, T, e)`` (or ``None``)."""
+        raise NotImplementedError
+
+    def initial(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The zero state ``h_0`` for the batch of ``x``: a tuple of ``(B, ...)`` tensors."""
+        raise NotImplementedError
+
+    def transition(self, h: tuple[torch.Tensor, ...], c: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """``h_t`` from ``h_{t-1}`` and ``c_t``, over any leading dims shared by both."""
+        raise NotImplementedError
+
+    def emit(self, h: tuple[torch.Tensor, ...], c: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
+        """Outputs ``(B, T, d)`` from the states ``h_t`` and coefficients ``c_t`` ``(B, T, ...)``
+        and the tokens ``x``."""
+        raise NotImplementedError
+
+    def _coefficients(self, x: torch.Tensor, window: torch.Tensor | None = None):
+        """``(coefficients, convolution input)``; with ``window`` (the context's convolution
+        inputs ``(B, n, e)``) token ``i`` of ``x`` is convolved after ``window[:, :i]``."""
+        if self.conv is None:
+            return self.coefficients(x, None), None
+        u = self.stream(x)
+        return self.coefficients(x, self.conv(u) if window is None else self.conv.step(window, u)), u
+
+    def scan(self, x: torch.Tensor):
+        """Coefficients, convolution input and states ``h_0..h_T`` (each ``(B, T+1, ...)``)."""
+        c, u = self._coefficients(x)
+        h = self.initial(x)
+        hs = [h]
+        for t in range(x.shape[1]):
+            h = self.transition(h, tuple(ci[:, t] for ci in c))
+            hs.append(h)
+        return c, u, tuple(torch.stack(parts, dim=1) for parts in zip(*hs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, _, hs = self.scan(x)
+        return self.emit(tuple(h[:, 1:] for h in hs), c, x)
+
+    def states(self, x: torch.Tensor, *, output: bool = True):
+        """Per-prefix cache of a context ``x`` ``(B, n, d)``: the convolution's inputs (or
+        ``None``) and the states ``h_0..h_n`` ``(B, n+1, ...)``. Returns ``(A(x) or None, cache)``."""
+        c, u, hs = self.scan(x)
+        out = self.emit(tuple(h[:, 1:] for h in hs), c, x) if output else None
+        return out, (u, hs)
+
+    def step(self, cache, x: torch.Tensor) -> torch.Tensor:
+        """Outputs ``(B, n+1, d)`` for copies ``x`` ``(B, n+1, d)``, copy ``i`` at position ``i``
+        after the first ``i`` context tokens: one batched transition from ``h_i``."""
+        window, hs = cache
+        c, _ = self._coefficients(x, window)
+        return self.emit(self.transition(hs, c), c, x)
