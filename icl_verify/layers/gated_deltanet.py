@@ -46,14 +46,24 @@ class GatedDeltaNet(Scan):
         dh = x.shape[-1] // self.heads
         return (x.new_zeros(x.shape[0], self.heads, dh, dh),)
 
-    def transition(self, h, c):
-        (S,), (_, k, v, a, b) = h, c
-        b = b[..., None]
-        erased = S - (b * torch.einsum("...vk,...k->...v", S, k))[..., None] * k[..., None, :]
-        return (a[..., None, None] * erased + (b * v)[..., None] * k[..., None, :],)
+    @staticmethod
+    def write(S, c):
+        """``u_t = b_t (v_t - a_t S_{t-1} k_t)``, so that ``S_t = a_t S_{t-1} + u_t k_t^T``."""
+        _, k, v, a, b = c
+        return b[..., None] * (v - a[..., None] * torch.einsum("...vk,...k->...v", S, k))
 
-    def emit(self, h, c, x):
+    def transition(self, h, c):
+        (S,), k, a = h, c[1], c[3]
+        return ((a[..., None, None] * S).addcmul_(self.write(S, c)[..., None], k[..., None, :]),)
+
+    def emit(self, h, c):
         return self.out(torch.einsum("...vk,...k->...v", h[0], c[0]).flatten(-2))
+
+    def read(self, h, c):
+        """``S_t q_t = a_t S_{t-1} q_t + u_t (k_t . q_t)``, without forming ``S_t``."""
+        (S,), (q, k, _, a, _) = h, c
+        y = a[..., None] * torch.einsum("...vk,...k->...v", S, q) + self.write(S, c) * (k * q).sum(-1, keepdim=True)
+        return self.out(y.flatten(-2))
 
 
 # The decay a_t < 1 forgets old tokens geometrically and b_t k_t k_t^T overwrites the memory along

@@ -53,12 +53,21 @@ class Mamba2(Scan):
 
     def transition(self, h, c):
         a, drive, Bt = c[:3]
-        return (a[..., None, None] * h[0] + drive[..., None] * Bt[..., None, None, :],)
+        return ((a[..., None, None] * h[0]).addcmul_(drive[..., None], Bt[..., None, None, :]),)
 
-    def emit(self, h, c, x):
-        _, _, _, Ct, xs, z = c
-        y = torch.einsum("...hpn,...n->...hp", h[0], Ct) + self.D[:, None] * xs
-        return self.out(y.flatten(-2) * F.silu(z))
+    def emit(self, h, c):
+        return self.finish(torch.einsum("...hpn,...n->...hp", h[0], c[3]), c)
+
+    def read(self, h, c):
+        """``h_t C_t = a_t h_{t-1} C_t + (dt_t x_t) (B_t . C_t)``, without forming ``h_t``."""
+        a, drive, Bt, Ct = c[:4]
+        hc = torch.einsum("...hpn,...n->...hp", h[0], Ct)
+        return self.finish(a[..., None] * hc + drive * (Bt * Ct).sum(-1)[..., None, None], c)
+
+    def finish(self, hc, c):
+        """Output ``W_out ((h C + D x) * silu(z))`` from ``h_t C_t`` ``(..., H, P)``."""
+        xs, z = c[4:]
+        return self.out((hc + self.D[:, None] * xs).flatten(-2) * F.silu(z))
 
 
 # a_t < 1 forgets old tokens geometrically, so the newest token keeps an O(1) share of h_t:

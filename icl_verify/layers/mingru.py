@@ -27,7 +27,7 @@ class MinGRU(Scan):
     def transition(self, h, c):
         return (c[0] * h[0] + c[1],)
 
-    def emit(self, h, c, x):
+    def emit(self, h, c):
         return h[0]
 
 

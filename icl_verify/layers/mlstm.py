@@ -57,7 +57,7 @@ class MLSTM(Scan):
         C = f[..., None, None] * C + (i[..., None] * v)[..., None] * k[..., None, :]
         return C, f[..., None] * n + i[..., None] * k, m_new
 
-    def emit(self, h, c, x):
+    def emit(self, h, c):
         C, n, m = h
         q, og = c[0], c[-1]
         den = torch.maximum((n * q).sum(-1).abs(), torch.exp(-m))[..., None] + self.EPS

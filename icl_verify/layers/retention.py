@@ -43,7 +43,7 @@ class Retention(Scan):
         _, k, v, _ = c
         return (self.gamma[:, None, None] * h[0] + v[..., None] * k[..., None, :],)
 
-    def emit(self, h, c, x):
+    def emit(self, h, c):
         y = torch.einsum("...vk,...k->...v", h[0], c[0]).flatten(-2)
         return self.out(c[-1] * y)
 

@@ -52,7 +52,7 @@ class RWKV7(Scan):
         removed = torch.einsum("...vk,...k->...v", S, kappa)[..., None] * a_kappa[..., None, :]
         return (S * w[..., None, :] - removed + v[..., None] * k[..., None, :],)
 
-    def emit(self, h, c, x):
+    def emit(self, h, c):
         return self.out(torch.einsum("...vk,...k->...v", h[0], c[0]).flatten(-2))
 
 

@@ -9,8 +9,9 @@ retention, minGRU) has the form
 
 so one base class gives them the forward scan and the ``states``/``step`` pair of
 :mod:`icl_verify.fast`: the per-prefix states ``h_0..h_n`` of the context, then one batched
-transition per copy of the query. ``transition`` and ``emit`` act on any leading dims, so the
-same code steps one position of the scan or ``n+1`` copies at once.
+step per copy of the query, ``read(h_{i}, c) = emit(transition(h_i, c), c)`` (which a subclass
+may fuse so that the new states are never formed). ``transition``, ``emit`` and ``read`` act on
+any leading dims, so the same code steps one position of the scan or ``n+1`` copies at once.
 """
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ import torch
 from torch import nn
 
 from .griffin import CausalConv1d
+
+
+def stacked(hs: list) -> tuple[torch.Tensor, ...]:
+    """States ``[h_1, .., h_T]`` (tuples of ``(B, ...)``) as one tuple of ``(B, T, ...)``."""
+    return tuple(torch.stack(parts, dim=1) for parts in zip(*hs))
 
 
 def heads_of(y: torch.Tensor, heads: int) -> torch.Tensor:
@@ -50,10 +56,15 @@ class Scan(nn.Module):
         """``h_t`` from ``h_{t-1}`` and ``c_t``, over any leading dims shared by both."""
         raise NotImplementedError
 
-    def emit(self, h: tuple[torch.Tensor, ...], c: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
-        """Outputs ``(B, T, d)`` from the states ``h_t`` and coefficients ``c_t`` ``(B, T, ...)``
-        and the tokens ``x``."""
+    def emit(self, h: tuple[torch.Tensor, ...], c: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Outputs ``(..., d)`` from the states ``h_t`` and coefficients ``c_t`` (any leading dims)."""
         raise NotImplementedError
+
+    def read(self, h: tuple[torch.Tensor, ...], c: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """``emit(transition(h, c), c, x)``: the outputs one step after the states ``h``.
+        Subclasses may fuse it so that the new states are never formed (the batched step of
+        :meth:`step` then reads each cached state once and writes nothing of its size)."""
+        return self.emit(self.transition(h, c), c)
 
     def _coefficients(self, x: torch.Tensor, window: torch.Tensor | None = None):
         """``(coefficients, convolution input)``; with ``window`` (the context's convolution
@@ -63,25 +74,33 @@ class Scan(nn.Module):
         u = self.stream(x)
         return self.coefficients(x, self.conv(u) if window is None else self.conv.step(window, u)), u
 
-    def scan(self, x: torch.Tensor):
-        """Coefficients, convolution input and states ``h_0..h_T`` (each ``(B, T+1, ...)``)."""
-        c, u = self._coefficients(x)
-        h = self.initial(x)
-        hs = [h]
-        for t in range(x.shape[1]):
+    def run(self, h: tuple[torch.Tensor, ...], c: tuple[torch.Tensor, ...], steps: int) -> list:
+        """The states ``h_1..h_steps`` after ``h`` under the coefficients ``c`` ``(B, T, ...)``."""
+        hs = []
+        for t in range(steps):
             h = self.transition(h, tuple(ci[:, t] for ci in c))
             hs.append(h)
-        return c, u, tuple(torch.stack(parts, dim=1) for parts in zip(*hs))
+        return hs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c, _, hs = self.scan(x)
-        return self.emit(tuple(h[:, 1:] for h in hs), c, x)
+        """The scan over ``x`` ``(B, T, d)``, ``T >= 1``; the last output comes from :meth:`read`,
+        so the last state is never formed (a batch of single tokens forms none)."""
+        c, _ = self._coefficients(x)
+        h = self.initial(x)
+        hs = self.run(h, c, x.shape[1] - 1)
+        last = self.read(hs[-1] if hs else h, tuple(ci[:, -1] for ci in c))[:, None]
+        if not hs:
+            return last
+        body = self.emit(stacked(hs), tuple(ci[:, :-1] for ci in c))
+        return torch.cat([body, last], dim=1)
 
     def states(self, x: torch.Tensor, *, output: bool = True):
         """Per-prefix cache of a context ``x`` ``(B, n, d)``: the convolution's inputs (or
         ``None``) and the states ``h_0..h_n`` ``(B, n+1, ...)``. Returns ``(A(x) or None, cache)``."""
-        c, u, hs = self.scan(x)
-        out = self.emit(tuple(h[:, 1:] for h in hs), c, x) if output else None
+        c, u = self._coefficients(x)
+        h = self.initial(x)
+        hs = stacked([h] + self.run(h, c, x.shape[1]))
+        out = self.emit(tuple(part[:, 1:] for part in hs), c) if output else None
         return out, (u, hs)
 
     def step(self, cache, x: torch.Tensor) -> torch.Tensor:
@@ -89,4 +108,4 @@ class Scan(nn.Module):
         after the first ``i`` context tokens: one batched transition from ``h_i``."""
         window, hs = cache
         c, _ = self._coefficients(x, window)
-        return self.emit(self.transition(hs, c), c, x)
+        return self.read(hs, c)
