@@ -134,7 +134,8 @@ def rescaled_update(original):
 
 def doubled_sgd(original):
     def sgd_steps(block, upd):
-        return tuple(2 * s - w[:, :-1] for s, w in zip(original(block, upd), dynamics.prefix_weights(block, upd)))
+        weights = dynamics.prefix_weights(block, upd)
+        return tuple(2 * s - w[:, :-1] for s, w in zip(original(block, upd), weights))
     return sgd_steps
 
 

@@ -62,7 +62,8 @@ class GatedDeltaNet(Scan):
     def read(self, h, c):
         """``S_t q_t = a_t S_{t-1} q_t + u_t (k_t . q_t)``, without forming ``S_t``."""
         (S,), (q, k, _, a, _) = h, c
-        y = a[..., None] * torch.einsum("...vk,...k->...v", S, q) + self.write(S, c) * (k * q).sum(-1, keepdim=True)
+        y = (a[..., None] * torch.einsum("...vk,...k->...v", S, q)
+             + self.write(S, c) * (k * q).sum(-1, keepdim=True))
         return self.out(y.flatten(-2))
 
 

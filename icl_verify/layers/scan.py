@@ -21,7 +21,10 @@ from torch import nn
 from .griffin import CausalConv1d
 
 
-def stacked(hs: list) -> tuple[torch.Tensor, ...]:
+Tensors = tuple[torch.Tensor, ...]
+
+
+def stacked(hs: list) -> Tensors:
     """States ``[h_1, .., h_T]`` (tuples of ``(B, ...)``) as one tuple of ``(B, T, ...)``."""
     return tuple(torch.stack(parts, dim=1) for parts in zip(*hs))
 
@@ -43,24 +46,24 @@ class Scan(nn.Module):
         """The convolution's input ``(B, T, e)`` (only called when ``conv`` is set)."""
         return x
 
-    def coefficients(self, x: torch.Tensor, conv: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def coefficients(self, x: torch.Tensor, conv: torch.Tensor | None) -> Tensors:
         """Per-token coefficients, each ``(B, T, ...)``, from the tokens ``x`` ``(B, T, d)`` (token
         ``t`` at position ``t``) and the convolution's output ``(B, T, e)`` (or ``None``)."""
         raise NotImplementedError
 
-    def initial(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def initial(self, x: torch.Tensor) -> Tensors:
         """The zero state ``h_0`` for the batch of ``x``: a tuple of ``(B, ...)`` tensors."""
         raise NotImplementedError
 
-    def transition(self, h: tuple[torch.Tensor, ...], c: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    def transition(self, h: Tensors, c: Tensors) -> Tensors:
         """``h_t`` from ``h_{t-1}`` and ``c_t``, over any leading dims shared by both."""
         raise NotImplementedError
 
-    def emit(self, h: tuple[torch.Tensor, ...], c: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def emit(self, h: Tensors, c: Tensors) -> torch.Tensor:
         """Outputs ``(..., d)`` from the states ``h_t`` and coefficients ``c_t`` (any leading dims)."""
         raise NotImplementedError
 
-    def read(self, h: tuple[torch.Tensor, ...], c: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def read(self, h: Tensors, c: Tensors) -> torch.Tensor:
         """``emit(transition(h, c), c, x)``: the outputs one step after the states ``h``.
         Subclasses may fuse it so that the new states are never formed (the batched step of
         :meth:`step` then reads each cached state once and writes nothing of its size)."""
@@ -74,7 +77,7 @@ class Scan(nn.Module):
         u = self.stream(x)
         return self.coefficients(x, self.conv(u) if window is None else self.conv.step(window, u)), u
 
-    def run(self, h: tuple[torch.Tensor, ...], c: tuple[torch.Tensor, ...], steps: int) -> list:
+    def run(self, h: Tensors, c: Tensors, steps: int) -> list:
         """The states ``h_1..h_steps`` after ``h`` under the coefficients ``c`` ``(B, T, ...)``."""
         hs = []
         for t in range(steps):
