@@ -37,7 +37,10 @@ def test_registry_not_empty():
     names = list_layers()
     for expected in ("softmax_attention", "linear_attention", "linear_attention_elu",
                      "elman_rnn", "gru", "lstm", "griffin_recurrent",
-                     "griffin_local_attention", "mamba"):
+                     "griffin_local_attention", "mamba", "gated_deltanet", "mamba2", "mlstm",
+                     "slstm", "rwkv7", "retention", "mingru", "grouped_query_attention",
+                     "multi_query_attention", "latent_attention", "sliding_window_attention",
+                     "alibi_attention"):
         assert expected in names
 
 
