@@ -3,7 +3,7 @@ context plus one batched step) against generic (one forward pass per prefix)."""
 from .common import Short, STACKS, fast_module, make_stack, setup_torch, tokens
 
 #: largest n at which the generic method is still timed (it costs O(n) forward passes)
-GENERIC_MAX = {"attention": 256, "gru": 64, "griffin": 64}
+GENERIC_MAX = {"attention": 256, "gru": 64, "griffin": 64, "gated_deltanet": 64, "mamba2": 64}
 
 
 class Prefix(Short):

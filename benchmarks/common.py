@@ -11,8 +11,9 @@ import torch
 THREADS = 1
 D = 64
 DEPTH = 4
-#: stack kind -> (registered layer, heads): the three stacks of the speed targets.
-STACKS = {"attention": ("softmax_attention", 4), "gru": ("gru", 1), "griffin": ("griffin_recurrent", 1)}
+#: stack kind -> (registered layer, heads): the stacks of the speed targets.
+STACKS = {"attention": ("softmax_attention", 4), "gru": ("gru", 1), "griffin": ("griffin_recurrent", 1),
+          "gated_deltanet": ("gated_deltanet", 2), "mamba2": ("mamba2", 2)}
 
 
 class Short:

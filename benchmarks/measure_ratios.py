@@ -1,7 +1,8 @@
 """The speed targets, measured in one run (``python -m benchmarks.measure_ratios``).
 
-For a 4-block pre-LN stack (d=64) of softmax attention (4 heads), GRU and Griffin's recurrent
-layer, at n=1024 context tokens (a sequence of T=n+1 with the query):
+For a 4-block pre-LN stack (d=64) of each kind of ``common.STACKS`` (softmax attention, GRU,
+Griffin's recurrent layer, gated DeltaNet, Mamba-2; ``--stacks`` picks some), at n=1024 context
+tokens (a sequence of T=n+1 with the query):
 
 - prefix dynamics of every block, fast, against one forward pass over the full sequence and
   against the generic method (one stack forward per prefix; estimated by timing the per-prefix
@@ -76,13 +77,19 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss)
     return float(out.stdout.strip())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
     from icl_verify.fast import stack_prefix_updates
     from icl_verify.updates import stack_updates
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stacks", nargs="+", choices=list(STACKS), default=list(STACKS),
+                        help="which stacks to measure (default: all)")
+    args = parser.parse_args(argv)
     setup_torch()
     rows = {}
-    for kind in STACKS:
+    for kind in args.stacks:
         stack = make_stack(kind)
         x = tokens(N + 1)
         context, query = x[:, :-1], x[:, -1]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .blocks import ContextualBlock, Decomposition
-from .validation import check_tensor, module_dtype
+from .validation import check_finite, check_tensor, module_dtype
 from .errors import EmptyContextError, ShapeError, where
 from .updates import ImplicitUpdate, general_update, grad_only_if_inputs_ask, query_alone
 
@@ -95,6 +95,7 @@ def sgd_steps(block: ContextualBlock, updates: ImplicitUpdate) -> tuple[torch.Te
     z = updates.target.z.detach()
     z_x = updates.reference.z[:, :-1].detach()
     lr = 1.0 / (z_x * z_x).sum(-1)[..., None, None]
+    check_finite(lr, f"learning rate 1/||z_x||^2 (overflow in {lr.dtype}?)")
     out = []
     for w, w_all in zip(block.first_weights(), prefix_weights(block, updates)):
         w_i = w_all[:, :-1].detach().requires_grad_(True)

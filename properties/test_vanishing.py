@@ -63,7 +63,7 @@ def increment_bound(block, context: torch.Tensor, query: torch.Tensor) -> torch.
 
 def bound_applies(block) -> bool:
     layer = block.layer
-    return (isinstance(layer, SoftmaxAttention) and not layer.rope and layer.window is None
+    return (isinstance(layer, SoftmaxAttention) and layer.position_free
             and block.composition.name in BOUNDED)
 
 

@@ -1,5 +1,6 @@
 """Example-based checks of every registered contextual layer: shapes and dtypes, strict
-causality, determinism under a seed, and a non-degenerate output on a one-token sequence."""
+causality, prefix consistency, determinism under a seed, and a non-degenerate output on a
+one-token sequence."""
 from __future__ import annotations
 
 import pytest
@@ -36,7 +37,10 @@ def test_registry_not_empty():
     names = list_layers()
     for expected in ("softmax_attention", "linear_attention", "linear_attention_elu",
                      "elman_rnn", "gru", "lstm", "griffin_recurrent",
-                     "griffin_local_attention", "mamba"):
+                     "griffin_local_attention", "mamba", "gated_deltanet", "mamba2", "mlstm",
+                     "slstm", "rwkv7", "retention", "mingru", "grouped_query_attention",
+                     "multi_query_attention", "latent_attention", "sliding_window_attention",
+                     "alibi_attention"):
         assert expected in names
 
 
@@ -67,6 +71,21 @@ def test_causal(name, heads):
             y2 = layer(x2)
             assert torch.equal(y2[:, :t], y[:, :t]), f"{name}: token {t} leaked into the past"
             assert not torch.allclose(y2[:, t], y[:, t]), f"{name}: token {t} ignored at {t}"
+
+
+@pytest.mark.parametrize("name,heads", cases())
+def test_prefix_consistent(name, heads):
+    """``A(x_1..x_t) == A(x_1..x_T)[:t]`` to rounding: a layer may compute a sequence's last
+    output another way (the scan layers' fused ``read``), never another value."""
+    d = pick_dim(name, heads)
+    layer = build(name, heads, d)
+    x = tokens(2, T, d, torch.float64)
+    with torch.no_grad():
+        y = layer(x)
+        for t in range(1, T):
+            err = (layer(x[:, :t]) - y[:, :t]).abs().max().item()
+            bound = 64 * torch.finfo(torch.float64).eps * (y[:, :t].abs().max().item() + 1.0)
+            assert err <= bound, f"{name}: output at {t - 1} differs by {err:.3g} without the later tokens"
 
 
 @pytest.mark.parametrize("name,heads", cases())

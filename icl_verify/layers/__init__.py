@@ -11,6 +11,7 @@ from ._registry import (
 )
 from . import attention  # noqa: F401  (registers)
 from . import linear_attention, recurrent, griffin, mamba  # noqa: F401  (register)
+from . import attention_variants, gated_deltanet, mamba2, mlstm, slstm, rwkv7, retention, mingru  # noqa: F401
 
 __all__ = [
     "LayerInfo",

@@ -1,4 +1,5 @@
-"""Multi-head causal softmax self-attention, with optional rotary positions."""
+"""Multi-head causal softmax self-attention, with optional rotary positions, sliding window,
+ALiBi biases and grouped key/value heads."""
 from __future__ import annotations
 
 import math
@@ -34,28 +35,59 @@ def causal_mask(t: int, device, window: int | None = None) -> torch.Tensor:
     return mask
 
 
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """ALiBi's head slopes ``m_h = 2^(-8 (h + 1) / H)``, ``(H,)``."""
+    return 2.0 ** (-8.0 * torch.arange(1, heads + 1, dtype=torch.float32) / heads)
+
+
 class SoftmaxAttention(nn.Module):
     """Causal multi-head softmax attention ``(B, T, d) -> (B, T, d)``.
 
-    ``A(X)_t = W_o concat_h sum_{j<=t} softmax_j(q_t . k_j / sqrt(dh)) v_j``, optionally with
-    rotary positions on ``q`` and ``k`` and an optional sliding window of ``window`` keys.
+    ``A(X)_t = W_o concat_h sum_{j<=t} softmax_j(q_t . k_j / sqrt(dh) + b_h(t - j)) v_j``, with
+    options: rotary positions on ``q`` and ``k``; a sliding window of ``window`` keys; ALiBi
+    (``b_h(t - j) = -m_h (t - j)``, else ``b = 0``); ``kv_heads`` key/value heads shared by groups
+    of ``heads / kv_heads`` query heads (grouped-query; ``kv_heads=1``: multi-query).
     """
 
     def __init__(self, d: int, heads: int = 1, *, rope: bool = False, window: int | None = None,
-                 bias: bool = False):
+                 alibi: bool = False, kv_heads: int | None = None, bias: bool = False):
         super().__init__()
-        if d % heads:
-            raise ValueError(f"d={d} is not divisible by heads={heads}")
-        self.d, self.heads, self.rope, self.window = d, heads, rope, window
-        self.qkv = nn.Linear(d, 3 * d, bias=bias)
+        kv_heads = heads if kv_heads is None else kv_heads
+        if d % heads or heads % kv_heads:
+            raise ValueError(f"d={d} must be divisible by heads={heads}, and heads by kv_heads={kv_heads}")
+        self.d, self.heads, self.kv_heads = d, heads, kv_heads
+        self.rope, self.window, self.alibi = rope, window, alibi
+        self.qkv = nn.Linear(d, d + 2 * kv_heads * (d // heads), bias=bias)
         self.out = nn.Linear(d, d, bias=bias)
+        if alibi:
+            self.register_buffer("slopes", alibi_slopes(heads))
+
+    @property
+    def position_free(self) -> bool:
+        """Whether scores depend on the tokens only (no rotary, window or ALiBi)."""
+        return not (self.rope or self.alibi) and self.window is None
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries ``(B, T, d)``, keys and values ``(B, T, kv_heads * dh)`` of the tokens ``x``."""
+        kv = self.kv_heads * (self.d // self.heads)
+        return self.qkv(x).split([self.d, kv, kv], dim=-1)
 
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries, keys, values ``(B, H, T, dh)`` of the tokens ``x`` (rotary not applied)."""
+        """Queries, keys, values ``(B, H, T, dh)`` of the tokens ``x`` (rotary not applied; a
+        key/value head repeated for each query head of its group)."""
         b, t, _ = x.shape
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-        shape = (b, t, self.heads, self.d // self.heads)
-        return tuple(y.reshape(shape).transpose(1, 2) for y in (q, k, v))
+        dh = self.d // self.heads
+        q, k, v = (y.reshape(b, t, -1, dh).transpose(1, 2) for y in self.project(x))
+        group = self.heads // self.kv_heads
+        return q, k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+
+    def bias(self, t: int, like: torch.Tensor) -> torch.Tensor | None:
+        """ALiBi's score bias ``-m_h (i - j)`` for query ``i`` and key ``j``: ``(H, T, T)``, or
+        ``None`` without ALiBi."""
+        if not self.alibi:
+            return None
+        i = torch.arange(t, device=like.device, dtype=like.dtype)
+        return -self.slopes.to(like.dtype)[:, None, None] * (i[:, None] - i[None, :])
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-softmax scores ``(B, H, T, T)`` (masked entries are ``-inf``)."""
@@ -63,6 +95,8 @@ class SoftmaxAttention(nn.Module):
         if self.rope:
             q, k = rotary(q), rotary(k)
         s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        if self.alibi:
+            s = s + self.bias(x.shape[1], s)
         return s.masked_fill(~causal_mask(x.shape[1], x.device, self.window), float("-inf"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,7 +116,11 @@ class SoftmaxAttention(nn.Module):
         if not output:
             return None, (k, v)
         # the same attention as forward, by the fused kernel (skips the masked half)
-        mask = None if self.window is None else causal_mask(x.shape[1], x.device, self.window)
+        mask = None
+        if self.window is not None or self.alibi:
+            mask = causal_mask(x.shape[1], x.device, self.window)
+            if self.alibi:
+                mask = self.bias(x.shape[1], q).masked_fill(~mask, float("-inf"))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         return self.out(y.transpose(1, 2).reshape(x.shape)), (k, v)
 
@@ -105,7 +143,10 @@ class SoftmaxAttention(nn.Module):
         unseen = j >= i
         if self.window is not None:
             unseen = unseen | (i - j >= self.window)
-        scores = (q @ keys.transpose(-1, -2)).masked_fill_(unseen, float("-inf"))
+        scores = q @ keys.transpose(-1, -2)
+        if self.alibi:  # the diagonal (the copy's own key, distance 0) gets bias 0
+            scores = scores + self.bias(t, scores)
+        scores = scores.masked_fill_(unseen, float("-inf"))
         scores.diagonal(dim1=-2, dim2=-1).copy_((q * k).sum(-1))
         p = torch.softmax(scores, dim=-1)
         own = p.diagonal(dim1=-2, dim2=-1)[..., None]  # (B, H, n+1, 1)
