@@ -16,7 +16,6 @@ from icl_verify.cli import main  # noqa: E402
 CHARS = "?abcdefghijklmnopqrstuvwxyz ->\n"
 #: one type per family in the default run; ICL_VERIFY_ALL_MODELS=1 runs every record
 FAMILIES = ["llama", "gpt2", "bert", "mixtral"]  # a gated MLP, Conv1D views, post-LN, fused experts
-            "mixtral", "qwen2_moe"]
 TYPES = list_records() if os.getenv("ICL_VERIFY_ALL_MODELS") else FAMILIES
 
 
