@@ -22,7 +22,7 @@ soft-capping, bias) need no code here. The network is a feed-forward reader
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
