@@ -1,7 +1,7 @@
 """Declarative adapters: one frozen :class:`LayerRecord` per model type, read by one generic
 adapter, :class:`RecordAdapter`.
 
-A record says where things are in a decoder layer and how they are wired (DESIGN §1 rows)::
+A record says where things are in a decoder layer and how they are wired (docs/theory.md §1 rows)::
 
     sequential  s = input of the record's ``bypass`` module (the feed-forward norm;
                     ``None``: s = z, Olmo 2), z = input of the network,
@@ -103,7 +103,8 @@ class RecordAdapter(ContextualBlock):
         index: the layer's index (its layer type).
     """
 
-    def __init__(self, record: LayerRecord, layer: nn.Module, config, rotary: nn.Module | None, index: int):
+    def __init__(self, record: LayerRecord, layer: nn.Module, config: Any, rotary: nn.Module | None,
+                 index: int):
         super().__init__()
         self.record = record
         self.layer = layer
