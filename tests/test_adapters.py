@@ -8,8 +8,9 @@ import torch
 pytest.importorskip("transformers", reason="the adapters need the optional extra: pip install '.[models]'")
 
 from icl_verify.adapters import adapt_causal_lm, get_architecture, list_architectures  # noqa: E402
-from icl_verify.adapters import bert, gpt2, gpt_neox, llama, mamba, recurrent_gemma  # noqa: E402
+from icl_verify.adapters import bert, gpt2, gpt_neox, llama, mamba, mamba2, recurrent_gemma  # noqa: E402
 from icl_verify.errors import UnknownLayerError  # noqa: E402
+from icl_verify.tolerance import unit_roundoff  # noqa: E402
 from icl_verify.updates import context_update, run_stack_updated, run_updated, stack_updates  # noqa: E402
 
 ARCHS = list_architectures()
@@ -26,7 +27,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_registry_lists_every_family():
-    assert {"gpt2", "llama", "gemma", "gemma2", "recurrent_gemma", "mamba", "bert", "gpt_neox"} <= set(ARCHS)
+    assert {"gpt2", "llama", "gemma", "gemma2", "recurrent_gemma", "mamba", "falcon_mamba", "mamba2", "bert",
+            "gpt_neox"} <= set(ARCHS)
     with pytest.raises(UnknownLayerError, match="registered"):
         get_architecture("no_such_arch")
 
@@ -70,6 +72,30 @@ def test_recurrent_gemma_matches_transformers_both_block_kinds():
     out = model(ids, use_cache=False)
     x0 = model.embed_tokens(ids) * model.normalizer.type(torch.float64)
     assert _rel(model.final_norm(stack(x0)), out.last_hidden_state) <= TOL
+
+
+@pytest.mark.parametrize("make", [mamba.tiny_mamba_lm, lambda: mamba.tiny_mamba_lm("falcon_mamba"),
+                                  mamba2.tiny_mamba2_lm], ids=["mamba", "falcon_mamba", "mamba2"])
+def test_whole_ssm_model_matches_transformers(make):
+    """Each layer's output to float64 rounding; the logits to float32 rounding, since these
+    models' own forward rounds its logits to float32 (the adapted head keeps float64)."""
+    model = make()
+    lm = adapt_causal_lm(model)
+    ids = _ids()
+    out = model(ids, output_hidden_states=True, use_cache=False)
+    xs = lm.stack.block_inputs(lm.embed(ids))
+    for l in range(len(lm.stack)):  # these models record each layer's output
+        assert _rel(xs[l + 1], out.hidden_states[l]) <= TOL
+    assert out.logits.dtype == torch.float32
+    assert _rel(lm.head(xs[-1]), out.logits.double()) <= unit_roundoff(torch.float32)
+
+
+def test_whole_recurrent_gemma_matches_transformers():
+    """Scaled embeddings, both block kinds, final norm and soft-capped logits."""
+    model = recurrent_gemma.tiny_recurrent_gemma_lm()
+    lm = adapt_causal_lm(model)
+    ids = _ids()
+    assert _rel(lm.head(lm.stack(lm.embed(ids))), model(ids, use_cache=False).logits) <= TOL
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["decoder", "encoder"])
