@@ -37,6 +37,11 @@ class DuplicateNameError(ICLVerifyError):
     """A name was registered twice in one registry (without ``replace=True``)."""
 
 
+class UnsupportedModelError(ICLVerifyError):
+    """A model whose layers do not have the shape an adapter needs (for example no dense first
+    operation on the mixed stream, or a layout its record does not describe)."""
+
+
 #: The names these errors had when only layers were registered.
 UnknownLayerError = UnknownNameError
 DuplicateLayerError = DuplicateNameError

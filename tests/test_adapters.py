@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("transformers", reason="the adapters need the optional extra: pip install '.[models]'")
 
 from icl_verify.adapters import adapt_causal_lm, get_architecture, list_architectures  # noqa: E402
-from icl_verify.adapters import bert, gpt2, gpt_neox, llama, mamba, mamba2, recurrent_gemma  # noqa: E402
+from icl_verify.adapters import bert, gpt2, gpt_neox, hybrid, llama, mamba, mamba2, recurrent_gemma  # noqa: E402
 from icl_verify.errors import UnknownLayerError  # noqa: E402
 from icl_verify.tolerance import unit_roundoff  # noqa: E402
 from icl_verify.updates import context_update, run_stack_updated, run_updated, stack_updates  # noqa: E402
@@ -28,7 +28,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_registry_lists_every_family():
     assert {"gpt2", "llama", "gemma", "gemma2", "recurrent_gemma", "mamba", "falcon_mamba", "mamba2", "bert",
-            "gpt_neox"} <= set(ARCHS)
+            "gpt_neox", "jamba", "bamba", "qwen3_next"} <= set(ARCHS)
     with pytest.raises(UnknownLayerError, match="registered"):
         get_architecture("no_such_arch")
 
@@ -96,6 +96,25 @@ def test_whole_recurrent_gemma_matches_transformers():
     lm = adapt_causal_lm(model)
     ids = _ids()
     assert _rel(lm.head(lm.stack(lm.embed(ids))), model(ids, use_cache=False).logits) <= TOL
+
+
+@pytest.mark.parametrize("make, kinds", [
+    (hybrid.tiny_jamba, [("recurrent", "Gated"), ("attention", "MoE"), ("recurrent", "Gated"), ("attention", "MoE")]),
+    (hybrid.tiny_bamba, [("recurrent", "Gated"), ("attention", "Gated"), ("recurrent", "Gated")]),
+    (hybrid.tiny_qwen3_next, [("recurrent", "Gated"), ("recurrent", "MoE"), ("attention", "MoE")]),
+], ids=["jamba", "bamba", "qwen3_next"])
+def test_whole_hybrid_model_matches_transformers(make, kinds):
+    """Every mixer kind and feed-forward kind of the tiny config is exercised; each layer's
+    input and the logits equal the unmodified model's."""
+    model = make()
+    lm = adapt_causal_lm(model)
+    assert [(b.kind, type(b.reader).__name__) for b in lm.stack.blocks] == kinds
+    ids = _ids()
+    out = model(ids, output_hidden_states=True, use_cache=False)
+    xs = lm.stack.block_inputs(lm.embed(ids))
+    for l in range(len(lm.stack)):
+        assert _rel(xs[l], out.hidden_states[l]) <= TOL
+    assert _rel(lm.head(xs[-1]), out.logits) <= TOL
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["decoder", "encoder"])

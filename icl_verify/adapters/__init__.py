@@ -14,7 +14,7 @@ from ._registry import (
     register_architecture,
     register_model_adapter,
 )
-from . import bert, gpt2, gpt_neox, llama, mamba, mamba2, recurrent_gemma  # noqa: F401  (register)
+from . import bert, gpt2, gpt_neox, hybrid, llama, mamba, mamba2, recurrent_gemma  # noqa: F401  (register)
 from .bert import BertAdapter
 from .gpt2 import GPT2Adapter
 from .gpt_neox import GPTNeoXAdapter

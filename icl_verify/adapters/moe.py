@@ -1,0 +1,90 @@
+"""Mixture-of-experts feed-forward (transformers 5.x layout): a top-k router and experts fused
+into 3-D parameters, optionally a shared expert with a sigmoid gate.
+
+The router reads the same ``z`` ``(B, T, d)`` as the experts, so every matrix reading ``z`` is a
+first matrix: the router ``W_r`` ``(E, d)``, each expert's ``gate_up_proj[e]`` ``(2m, d)`` (a view
+of the fused ``(E, 2m, d)`` parameter), and for a shared expert its gate and up matrices and its
+gate ``(1, d)``. An update then changes the router too, and the router logits of the updated
+token equal the contextual ones: the same experts are chosen. Updates stay factored: one left
+factor ``(..., m_k)`` per matrix, never a dense matrix per expert.
+
+``rest(moe, hs)`` runs every expert on every position (``hs[1 + e]`` is expert ``e``'s
+pre-activation) and weights them with the router's top-k weights (zero for experts not chosen),
+the routing arithmetic of transformers (softmax in float32, top-k, optional renormalisation).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .ffn import Gated, dense_of, module_at
+
+
+@dataclass(frozen=True)
+class MoE:
+    """Paths (relative to the decoder layer) and routing of a sparse MoE block.
+
+    Attributes:
+        block: the MoE module (its input is ``z``).
+        router, experts: its router (``weight (E, d)``) and fused experts (``gate_up_proj
+            (E, 2m, d)``, ``down_proj (E, d, m)``, ``act_fn``).
+        renormalize: divide the top-k weights by their sum; ``None``: the router's
+            ``norm_topk_prob``.
+        cast_back: cast the top-k weights back to the logits' dtype (Mixtral keeps float32).
+        shared, shared_gate: a shared expert (gated MLP) and its ``Linear(d, 1)`` sigmoid gate.
+    """
+
+    block: str = "mlp"
+    router: str = "gate"
+    experts: str = "experts"
+    renormalize: bool | None = None
+    cast_back: bool = True
+    shared: str | None = None
+    shared_gate: str | None = None
+
+    def _shared(self) -> Gated | None:
+        return None if self.shared is None else Gated(mlp=f"{self.block}.{self.shared}")
+
+    def z_site(self, layer: nn.Module) -> nn.Module:
+        return module_at(layer, self.block)
+
+    def first_layers(self, layer: nn.Module):
+        experts = module_at(layer, f"{self.block}.{self.experts}")
+        out = [dense_of(module_at(layer, f"{self.block}.{self.router}"))]
+        out += [(experts.gate_up_proj[e], None) for e in range(experts.gate_up_proj.shape[0])]
+        shared = self._shared()
+        if shared is not None:
+            out += list(shared.first_layers(layer))
+            out.append(dense_of(module_at(layer, f"{self.block}.{self.shared_gate}")))
+        return tuple(out)
+
+    def routing_weights(self, layer: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+        """Top-k routing weights from router logits ``(..., E)``: ``(..., E)``, zero off the top k."""
+        router = module_at(layer, f"{self.block}.{self.router}")
+        probs = F.softmax(logits, dtype=torch.float, dim=-1)
+        top, idx = torch.topk(probs, router.top_k, dim=-1)
+        renorm = getattr(router, "norm_topk_prob", True) if self.renormalize is None else self.renormalize
+        if renorm:
+            top = top / top.sum(dim=-1, keepdim=True)
+        if self.cast_back:
+            top = top.to(logits.dtype)
+        return torch.zeros_like(probs.to(top.dtype)).scatter(-1, idx, top)
+
+    def rest(self, layer: nn.Module, hs: Sequence[torch.Tensor]) -> torch.Tensor:
+        experts = module_at(layer, f"{self.block}.{self.experts}")
+        n = experts.gate_up_proj.shape[0]
+        weights = self.routing_weights(layer, hs[0])
+        out = None
+        for e in range(n):
+            gate, up = hs[1 + e].chunk(2, dim=-1)
+            y = F.linear(experts.act_fn(gate) * up, experts.down_proj[e]) * weights[..., e:e + 1]
+            out = y if out is None else out + y
+        shared = self._shared()
+        if shared is not None:
+            f_shared = shared.rest(layer, hs[1 + n: 3 + n])
+            out = out + torch.sigmoid(hs[3 + n]) * f_shared
+        return out.to(hs[0].dtype)
