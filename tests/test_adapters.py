@@ -7,13 +7,26 @@ import torch
 
 pytest.importorskip("transformers", reason="the adapters need the optional extra: pip install '.[models]'")
 
-from icl_verify.adapters import adapt_causal_lm, get_architecture, list_architectures  # noqa: E402
-from icl_verify.adapters import bert, gpt2, gpt_neox, hybrid, llama, mamba, mamba2, recurrent_gemma  # noqa: E402
-from icl_verify.errors import UnknownLayerError  # noqa: E402
+from icl_verify.adapters import (  # noqa: E402
+    LayerRecord, adapt_causal_lm, adapt_record_lm, get_architecture, list_architectures, list_records,
+    tiny_causal_lm,
+)
+from icl_verify.adapters import hybrid, mamba, mamba2, recurrent_gemma  # noqa: E402
+from icl_verify.adapters.ffn import Gated  # noqa: E402
+from icl_verify.errors import UnknownLayerError, UnknownNameError, UnsupportedModelError  # noqa: E402
+from icl_verify.through_model import through_model_check  # noqa: E402
 from icl_verify.tolerance import unit_roundoff  # noqa: E402
-from icl_verify.updates import context_update, run_stack_updated, run_updated, stack_updates  # noqa: E402
+from icl_verify.updates import (  # noqa: E402
+    context_update, run_stack_updated, run_updated, stack_updates, updated_inputs,
+)
 
 ARCHS = list_architectures()
+RECORDS = list_records()
+LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "phi3",
+              "cohere", "starcoder2"}
+PARALLEL = {"gpt_neox", "gptj", "phi", "falcon"}
+MOE = ["mixtral", "olmoe", "qwen2_moe", "qwen3_moe"]
+HYBRID = {"jamba": hybrid.tiny_jamba, "bamba": hybrid.tiny_bamba, "qwen3_next": hybrid.tiny_qwen3_next}
 TOL = 1e-12  # float64: every identity is a few roundings of O(1) quantities
 
 
@@ -27,8 +40,9 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_registry_lists_every_family():
-    assert {"gpt2", "llama", "gemma", "gemma2", "recurrent_gemma", "mamba", "falcon_mamba", "mamba2", "bert",
-            "gpt_neox", "jamba", "bamba", "qwen3_next"} <= set(ARCHS)
+    assert {"gpt2", "recurrent_gemma", "mamba", "bert"} | LLAMA_LIKE | PARALLEL | set(MOE) <= set(ARCHS)
+    assert {"falcon_mamba", "mamba2"} | set(HYBRID) <= set(ARCHS)
+    assert set(RECORDS) <= set(ARCHS)
     with pytest.raises(UnknownLayerError, match="registered"):
         get_architecture("no_such_arch")
 
@@ -37,21 +51,118 @@ def _ids(t: int = 9) -> torch.Tensor:
     return torch.randint(0, 64, (2, t), generator=torch.Generator().manual_seed(3))
 
 
-@pytest.mark.parametrize("make", [lambda: llama.tiny_lm("llama"), lambda: llama.tiny_lm("gemma"),
-                                  lambda: llama.tiny_lm("gemma2"), gpt2.tiny_gpt2, gpt_neox.tiny_gpt_neox,
-                                  lambda: gpt_neox.tiny_gpt_neox(parallel=False)],
-                         ids=["llama", "gemma", "gemma2", "gpt2", "gpt_neox_parallel", "gpt_neox_sequential"])
-def test_whole_model_matches_transformers(make):
+def _whole_models():
+    params = [pytest.param(name, {}, id=name) for name in RECORDS]
+    return params + [pytest.param("gpt_neox", {"use_parallel_residual": False}, id="gpt_neox_sequential")]
+
+
+@pytest.mark.parametrize("model_type, overrides", _whole_models())
+def test_whole_model_matches_transformers(model_type, overrides):
     """embed -> adapter stack -> head equals the unmodified model's logits (sliding windows,
     soft-capping, rotary and absolute positions included), and each layer's hidden state."""
-    model = make()
+    model = tiny_causal_lm(model_type, **overrides)
     lm = adapt_causal_lm(model)
     ids = _ids()
-    out = model(ids, output_hidden_states=True)
+    out = model(ids, output_hidden_states=True, use_cache=False)
     xs = lm.stack.block_inputs(lm.embed(ids))
     for l in range(len(lm.stack)):
         assert _rel(xs[l], out.hidden_states[l]) <= TOL
     assert _rel(lm.head(xs[-1]), out.logits) <= TOL
+
+
+@pytest.mark.parametrize("model_type", RECORDS)
+def test_through_the_models_own_forward(model_type):
+    """W + dW written into the real parameters and ds added where the residual joins: the
+    unmodified forward on the query alone gives the full prompt's logits; without the updates
+    (the negative control) it does not."""
+    model = tiny_causal_lm(model_type)
+    lm = adapt_causal_lm(model)
+    ids = _ids()[:1]
+    with torch.no_grad():
+        check = through_model_check(lm, ids, stack_updates(lm.stack, lm.embed(ids)))
+    assert check["logits_rel_diff"] <= TOL
+    assert check["control_rel_diff"] >= 1e-2
+    assert all(not p.requires_grad or torch.isfinite(p).all() for p in model.parameters())
+
+
+SSM_LMS = {"mamba": mamba.tiny_mamba_lm, "falcon_mamba": lambda: mamba.tiny_mamba_lm("falcon_mamba"),
+           "mamba2": mamba2.tiny_mamba2_lm}
+
+
+@pytest.mark.parametrize("make", [*HYBRID.values(), recurrent_gemma.tiny_recurrent_gemma_lm, *SSM_LMS.values()],
+                         ids=[*HYBRID, "recurrent_gemma", *SSM_LMS])
+def test_through_the_models_own_forward_recurrent_and_hybrid(make):
+    """The same check for the recurrent, state-space and hybrid models. Mamba-family models round
+    their logits to float32 in their own forward: both sides carry that rounding (each at most
+    ``u`` of float32 relative), so the bound is ``2 u_float32`` there."""
+    model = make()
+    lm = adapt_causal_lm(model)
+    ids = _ids()[:1]
+    with torch.no_grad():
+        check = through_model_check(lm, ids, stack_updates(lm.stack, lm.embed(ids)))
+    rounded = model.config.model_type in SSM_LMS
+    assert check["logits_rel_diff"] <= (2 * unit_roundoff(torch.float32) if rounded else TOL)
+    assert check["control_rel_diff"] >= 1e-2
+
+
+def test_through_model_check_catches_a_wrong_update():
+    """Break the update (drop one first matrix's dW): the logits differ far beyond TOL."""
+    model = tiny_causal_lm("llama")
+    lm = adapt_causal_lm(model)
+    ids = _ids()[:1]
+    with torch.no_grad():
+        ups = stack_updates(lm.stack, lm.embed(ids))
+        broken = [type(u)((torch.zeros_like(u.left[0]),) + u.left[1:], u.right, u.shift, u.target, u.reference)
+                  for u in ups]
+        assert through_model_check(lm, ids, broken)["logits_rel_diff"] > 1e-6
+        no_shift = [type(u)(u.left, u.right, torch.zeros_like(u.shift), u.target, u.reference) for u in ups]
+        assert through_model_check(lm, ids, no_shift)["logits_rel_diff"] > 1e-6
+
+
+def test_through_model_leaves_parameters_unchanged():
+    model = tiny_causal_lm("mixtral")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lm = adapt_causal_lm(model)
+    ids = _ids()[:1]
+    with torch.no_grad():
+        through_model_check(lm, ids, stack_updates(lm.stack, lm.embed(ids)))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("model_type", MOE)
+def test_moe_update_covers_router_and_every_expert(model_type):
+    """The router reads z: with the update, the router logits at the reference equal the
+    contextual ones (the same experts are chosen); one left factor per matrix (router, each
+    expert's fused gate/up), no dense matrix per expert."""
+    stack = get_architecture(model_type).build(seed=4)
+    x = _seq(32)
+    block = stack.blocks[0]
+    experts = block.layer.mlp.experts.gate_up_proj
+    ups = stack_updates(stack, x, every_position=True)
+    upd = ups[0]
+    hs, _ = updated_inputs(block, upd, dense=False)
+    router = block.layer.mlp.gate
+    target_logits = torch.nn.functional.linear(upd.target.z, router.weight)
+    assert _rel(hs[0], target_logits) <= TOL
+    k = router.top_k
+    assert torch.equal(hs[0].topk(k, dim=-1).indices.sort(-1).values,
+                       target_logits.topk(k, dim=-1).indices.sort(-1).values)
+    assert len(upd.left) >= 1 + experts.shape[0]
+    assert [u.shape for u in upd.left[1:1 + experts.shape[0]]] == [(2, 9, experts.shape[1])] * experts.shape[0]
+    assert upd.right.shape == (2, 9, 32)
+    for w, _ in block.first_layers()[1:1 + experts.shape[0]]:
+        assert w.untyped_storage().data_ptr() == experts.untyped_storage().data_ptr()  # views, no copies
+
+
+def test_bad_layout_is_a_typed_error():
+    """A record that does not describe the model, and a model type without any adapter, fail
+    with typed errors saying why."""
+    with pytest.raises(UnsupportedModelError, match="layout"):
+        adapt_record_lm(tiny_causal_lm("gpt2"), LayerRecord("gpt2", Gated()))
+    model = tiny_causal_lm("llama")
+    model.config.model_type = "no_such_type"
+    with pytest.raises(UnknownNameError, match="no_such_type"):
+        adapt_causal_lm(model)
 
 
 def test_mamba_matches_transformers():
@@ -119,8 +230,9 @@ def test_whole_hybrid_model_matches_transformers(make, kinds):
 
 @pytest.mark.parametrize("causal", [True, False], ids=["decoder", "encoder"])
 def test_bert_matches_transformers(causal):
-    model = bert.tiny_bert(causal=causal)
-    stack = bert.bert_stack(model, causal=causal)
+    model = tiny_causal_lm("bert", is_decoder=causal)
+    stack = adapt_causal_lm(model).stack
+    assert all(b.causal == causal for b in stack.blocks)
     out = model(_ids(), output_hidden_states=True)
     xs = stack.block_inputs(out.hidden_states[0])
     for l in range(1, len(xs)):
@@ -154,10 +266,12 @@ def test_identity_single_block_and_stack(name):
     assert _rel(run_stack_updated(stack, x[:, -1], ups, dense=False), stack(x)[:, -1]) <= TOL
 
 
-def test_parallel_block_update_is_bypass_only():
-    """GPT-NeoX's parallel block: the network reads the token alone, so dW = 0 exactly and the
-    whole effect of the context is the bypass shift."""
-    stack = get_architecture("gpt_neox").build()
+@pytest.mark.parametrize("name", sorted(PARALLEL | {"cohere"}))
+def test_parallel_block_update_is_bypass_only(name):
+    """Parallel blocks: the network reads the token alone, so dW = 0 exactly and the whole
+    effect of the context is the bypass shift."""
+    stack = get_architecture(name).build()
+    assert all(b.wiring == "parallel" for b in stack.blocks)
     x = _seq(32)
     for upd in stack_updates(stack, x):
         assert float(upd.norms().detach().abs().max()) == 0.0

@@ -2,6 +2,10 @@
 decomposition of DESIGN §1 (per position: network input ``z``, bypass ``s``, first dense
 matrices), so every update, property and benchmark applies to them unchanged.
 
+Most model types are one declarative :class:`LayerRecord` (:mod:`.catalog`) read by one generic
+adapter (:class:`RecordAdapter`); Mamba (and Mamba-2) and RecurrentGemma have hand-written adapters,
+hybrid attention/recurrent models (:mod:`.hybrid`) one :class:`HybridRecord` each.
+
 Importing this package needs no ``transformers``: the family modules import it only when a
 model is built, and :func:`list_architectures` is empty without it.
 """
@@ -14,26 +18,28 @@ from ._registry import (
     register_architecture,
     register_model_adapter,
 )
-from . import bert, gpt2, gpt_neox, hybrid, llama, mamba, mamba2, recurrent_gemma  # noqa: F401  (register)
-from .bert import BertAdapter
-from .gpt2 import GPT2Adapter
-from .gpt_neox import GPTNeoXAdapter
-from .llama import LlamaAdapter
+from .records import LayerRecord, RecordAdapter, adapt_record_lm, list_records, register_record, tiny_causal_lm
+from . import catalog, hybrid, mamba, mamba2, recurrent_gemma  # noqa: F401  (register)
+from .hybrid import HybridAdapter, HybridRecord
 from .mamba import MambaAdapter
 from .recurrent_gemma import RecurrentGemmaAdapter
 
 __all__ = [
     "AdaptedLM",
     "ArchitectureInfo",
-    "BertAdapter",
-    "GPT2Adapter",
-    "GPTNeoXAdapter",
-    "LlamaAdapter",
+    "HybridAdapter",
+    "HybridRecord",
+    "LayerRecord",
     "MambaAdapter",
+    "RecordAdapter",
     "RecurrentGemmaAdapter",
     "adapt_causal_lm",
+    "adapt_record_lm",
     "get_architecture",
     "list_architectures",
+    "list_records",
     "register_architecture",
     "register_model_adapter",
+    "register_record",
+    "tiny_causal_lm",
 ]
