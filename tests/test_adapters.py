@@ -11,7 +11,7 @@ from icl_verify.adapters import (  # noqa: E402
     LayerRecord, adapt_causal_lm, adapt_record_lm, get_architecture, list_architectures, list_records,
     tiny_causal_lm,
 )
-from icl_verify.adapters import hybrid, mamba, mamba2, recurrent_gemma  # noqa: E402
+from icl_verify.adapters import hybrid, mamba, mamba2, nemotron_h, recurrent_gemma  # noqa: E402
 from icl_verify.adapters.ffn import Gated  # noqa: E402
 from icl_verify.errors import UnknownLayerError, UnknownNameError, UnsupportedModelError  # noqa: E402
 from icl_verify.through_model import through_model_check  # noqa: E402
@@ -26,6 +26,8 @@ LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_t
               "cohere", "starcoder2"}
 PARALLEL = {"gpt_neox", "gptj", "phi", "falcon"}
 MOE = ["mixtral", "olmoe", "qwen2_moe", "qwen3_moe"]
+SSM_LMS = {"mamba": mamba.tiny_mamba_lm, "falcon_mamba": lambda: mamba.tiny_mamba_lm("falcon_mamba"),
+           "mamba2": mamba2.tiny_mamba2_lm, "nemotron_h": nemotron_h.tiny_nemotron_h}
 HYBRID = {"jamba": hybrid.tiny_jamba, "bamba": hybrid.tiny_bamba, "qwen3_next": hybrid.tiny_qwen3_next}
 TOL = 1e-12  # float64: every identity is a few roundings of O(1) quantities
 
@@ -41,7 +43,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_registry_lists_every_family():
     assert {"gpt2", "recurrent_gemma", "mamba", "bert"} | LLAMA_LIKE | PARALLEL | set(MOE) <= set(ARCHS)
-    assert {"falcon_mamba", "mamba2"} | set(HYBRID) <= set(ARCHS)
+    assert {"falcon_mamba", "mamba2", "nemotron_h"} | set(HYBRID) <= set(ARCHS)
     assert set(RECORDS) <= set(ARCHS)
     with pytest.raises(UnknownLayerError, match="registered"):
         get_architecture("no_such_arch")
@@ -83,10 +85,6 @@ def test_through_the_models_own_forward(model_type):
     assert check["logits_rel_diff"] <= TOL
     assert check["control_rel_diff"] >= 1e-2
     assert all(not p.requires_grad or torch.isfinite(p).all() for p in model.parameters())
-
-
-SSM_LMS = {"mamba": mamba.tiny_mamba_lm, "falcon_mamba": lambda: mamba.tiny_mamba_lm("falcon_mamba"),
-           "mamba2": mamba2.tiny_mamba2_lm}
 
 
 @pytest.mark.parametrize("make", [*HYBRID.values(), recurrent_gemma.tiny_recurrent_gemma_lm, *SSM_LMS.values()],
@@ -185,20 +183,31 @@ def test_recurrent_gemma_matches_transformers_both_block_kinds():
     assert _rel(model.final_norm(stack(x0)), out.last_hidden_state) <= TOL
 
 
-@pytest.mark.parametrize("make", [mamba.tiny_mamba_lm, lambda: mamba.tiny_mamba_lm("falcon_mamba"),
-                                  mamba2.tiny_mamba2_lm], ids=["mamba", "falcon_mamba", "mamba2"])
+@pytest.mark.parametrize("make", SSM_LMS.values(), ids=SSM_LMS)
 def test_whole_ssm_model_matches_transformers(make):
-    """Each layer's output to float64 rounding; the logits to float32 rounding, since these
-    models' own forward rounds its logits to float32 (the adapted head keeps float64)."""
+    """Each layer's input and output to float64 rounding; the logits to float32 rounding, since
+    these models' own forward rounds its logits to float32 (the adapted head keeps float64)."""
     model = make()
     lm = adapt_causal_lm(model)
     ids = _ids()
     out = model(ids, output_hidden_states=True, use_cache=False)
     xs = lm.stack.block_inputs(lm.embed(ids))
-    for l in range(len(lm.stack)):  # these models record each layer's output
-        assert _rel(xs[l + 1], out.hidden_states[l]) <= TOL
+    shift = 0 if model.config.model_type == "nemotron_h" else 1  # layer inputs, or Mamba's layer outputs
+    for l in range(len(lm.stack)):
+        assert _rel(xs[l + shift], out.hidden_states[l]) <= TOL
     assert out.logits.dtype == torch.float32
     assert _rel(lm.head(xs[-1]), out.logits.double()) <= unit_roundoff(torch.float32)
+
+
+def test_nemotron_h_block_kinds_and_moe_block_is_a_typed_error():
+    """Mamba-2, MLP and attention blocks are wrapped; a mixture-of-experts block (no reader for
+    its router) fails with a typed error naming the block kind."""
+    model = nemotron_h.tiny_nemotron_h()
+    assert [b.kind for b in adapt_causal_lm(model).stack.blocks] == ["linear_attention", "mlp", "full_attention",
+                                                                     "mlp"]
+    model.model.layers[1].block_type = "moe"
+    with pytest.raises(UnsupportedModelError, match="'moe'"):
+        adapt_causal_lm(model)
 
 
 def test_whole_recurrent_gemma_matches_transformers():
