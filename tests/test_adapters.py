@@ -210,6 +210,16 @@ def test_nemotron_h_block_kinds_and_moe_block_is_a_typed_error():
         adapt_causal_lm(model)
 
 
+def test_model_type_that_does_not_fit_is_a_typed_error():
+    """RWKV's channel mixing reads a token shift: adapting it says why it does not fit."""
+    from transformers import RwkvConfig, RwkvForCausalLM
+
+    model = RwkvForCausalLM(RwkvConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, attention_hidden_size=16,
+                                       intermediate_size=32, context_length=16))
+    with pytest.raises(UnsupportedModelError, match="rwkv.*token shift"):
+        adapt_causal_lm(model)
+
+
 def test_whole_recurrent_gemma_matches_transformers():
     """Scaled embeddings, both block kinds, final norm and soft-capped logits."""
     model = recurrent_gemma.tiny_recurrent_gemma_lm()
