@@ -319,17 +319,21 @@ class Analysis:
     similarity: torch.Tensor | None          # (L,)
     answer: str = ""
     predicted: str = ""
+    through_model: dict[str, dict] = field(default_factory=dict)  # dtype name -> through_model_check
 
 
 def analyse(model, tokenizer, prompt: Prompt, *, dtypes=("float32", "float64"), dense: bool = False,
-            progress: bool = False) -> Analysis:
+            progress: bool = False, through_model: bool = False) -> Analysis:
     """Run every measurement of the module docstring, in each of ``dtypes`` for the identity
     (the model is cast in place and cast back to its original dtype at the end); the shots
-    curve and the finetuning comparison run in the last dtype."""
+    curve and the finetuning comparison run in the last dtype. ``through_model``: also the
+    check through the model's own forward (:func:`icl_verify.through_model.through_model_check`)."""
+    from .through_model import through_model_check
+
     original = next(model.parameters()).dtype
     device = next(model.parameters()).device
     ids = prompt.ids().to(device)
-    errors, ratios, checks = {}, {}, {}
+    errors, ratios, checks, through = {}, {}, {}, {}
     try:
         with torch.no_grad():
             for name in dtypes:
@@ -337,6 +341,8 @@ def analyse(model, tokenizer, prompt: Prompt, *, dtypes=("float32", "float64"), 
                 lm = adapt_causal_lm(model)
                 errors[name], ratios[name], last = identity_errors(lm, ids, dense=dense, progress=progress)
                 checks[name] = query_alone_check(lm, ids, last)
+                if through_model:
+                    through[name] = through_model_check(lm, ids, last)
                 norms = torch.stack([_combined(u).reshape(()) for u in last])
             shot_norms, inc, ident, final = shots_updates(lm, prompt, progress=progress)
         sim = None
@@ -354,4 +360,5 @@ def analyse(model, tokenizer, prompt: Prompt, *, dtypes=("float32", "float64"), 
         shot_norms=cpu(shot_norms), shot_increments=cpu(inc), shot_identity=cpu(ident), similarity=cpu(sim),
         answer=tokenizer.decode(prompt.answer[:1]) if prompt.answer else "",
         predicted=tokenizer.decode([checks[dtypes[-1]]["argmax_full"]]),
+        through_model=through,
     )

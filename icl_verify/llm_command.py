@@ -30,6 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--device-map", default=None, help='"auto" to spread a large model over devices (accelerate)')
     p.add_argument("--dense", action="store_true",
                    help="materialise W + dW at every position (default: only at the answer position)")
+    p.add_argument("--through-model", action="store_true",
+                   help="also run the model's own forward on the query alone with W + dW written into its "
+                        "parameters (and a control without updates)")
     p.add_argument("--out", default="icl-verify-llm", metavar="DIR", help="directory for CSV and PNG files")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
@@ -164,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
         prompt = text_prompt(tok, args.prompt.replace("\\n", "\n"))
     else:
         prompt = task_prompt(tok, TASKS[args.task], args.shots)
-    a = analyse(model, tok, prompt, dtypes=tuple(args.dtype), dense=args.dense, progress=not args.no_progress)
+    a = analyse(model, tok, prompt, dtypes=tuple(args.dtype), dense=args.dense, progress=not args.no_progress,
+                through_model=args.through_model)
     rows = []
     for l in range(len(a.update_norms)):
         inc = a.shot_increments[:, l] if len(a.shot_increments) else None
@@ -183,6 +187,11 @@ def run(args: argparse.Namespace) -> int:
               f"{err.shape[0]} layers x {err.shape[1]} positions; query alone with updates: "
               f"logits max |diff| {q['logits_max_abs_diff']:.3e} (relative {q['logits_rel_diff']:.3e}), "
               f"same next token: {q['same_prediction']}")
+        t = a.through_model.get(name)
+        if t is not None:
+            print(f"{name}: through the model's own forward with W + dW: logits relative diff "
+                  f"{t['logits_rel_diff']:.3e}, same next token: {t['same_prediction']}; "
+                  f"control without updates: relative diff {t['control_rel_diff']:.3e}")
     print(f"shots-curve identity: worst relative error {float(a.shot_identity.max()):.3e}")
     print(f"next token {a.predicted!r}" + (f" (expected {a.answer!r})" if a.answer else ""))
     out = Path(args.out)
@@ -193,5 +202,6 @@ def run(args: argparse.Namespace) -> int:
     worst = a.errors.get("float64")
     within = all(float(r.max()) <= 1 for r in a.ratios.values())
     ok = (within and all(q["same_prediction"] for q in a.query_check.values())
+          and all(t["same_prediction"] for t in a.through_model.values())
           and (worst is None or float(worst.max()) <= 1e-9))
     return 0 if ok else 1

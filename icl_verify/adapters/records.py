@@ -206,7 +206,9 @@ def _check_shape(record: LayerRecord, model: nn.Module) -> None:
 def adapt_record_lm(model: nn.Module, record: LayerRecord | None = None) -> AdaptedLM:
     """A causal LM -> :class:`AdaptedLM` through its model type's record (no copy of weights).
 
-    ``embed`` is the model's own computation up to the first layer (scaled or positional
+    A float64 model with fused experts is switched to transformers' eager loop over experts
+    (the grouped kernels have no float64). ``embed`` is the model's own computation up to the
+    first layer (scaled or positional
     embeddings included); ``head`` is ``lm_head(final_norm(h))`` with the config's logit
     soft-capping (``final_logit_softcapping``), scale (``logit_scale``) or divisor
     (``logits_scaling``).
@@ -214,6 +216,8 @@ def adapt_record_lm(model: nn.Module, record: LayerRecord | None = None) -> Adap
     config = model.config
     record = RECORDS.get(config.model_type) if record is None else record
     _check_shape(record, model)
+    if next(model.parameters()).dtype == torch.float64 and hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation("eager")  # grouped kernels have no float64; same arithmetic
     layers = module_at(model, record.layers)
     rotary = None if record.rotary is None else module_at(model, record.rotary)
     stack = Stack([RecordAdapter(record, layer, config, rotary, i) for i, layer in enumerate(layers)])

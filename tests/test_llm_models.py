@@ -1,0 +1,42 @@
+"""``icl-verify llm --model DIR`` on tiny random checkpoints of every supported model type
+(saved with ``save_pretrained``, with a character tokenizer built offline), including the check
+through the model's own forward (``--through-model``)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("transformers", reason="the LLM analysis needs the optional extra: pip install '.[models]'")
+
+from icl_verify.adapters import list_records, tiny_causal_lm  # noqa: E402
+from icl_verify.cli import main  # noqa: E402
+
+CHARS = "?abcdefghijklmnopqrstuvwxyz ->\n"
+#: one type per family in the default run; ICL_VERIFY_ALL_MODELS=1 runs every record
+FAMILIES = ["llama", "gpt2", "bert", "mixtral"]  # a gated MLP, Conv1D views, post-LN, fused experts
+TYPES = list_records() if os.getenv("ICL_VERIFY_ALL_MODELS") else FAMILIES
+
+
+def save_char_tokenizer(directory) -> None:
+    """A one-character-per-token tokenizer (unknown characters: ``?``) saved in ``directory``."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({c: i for i, c in enumerate(CHARS)}, unk_token="?"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="?").save_pretrained(directory)
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_llm_command_on_saved_checkpoint(model_type, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    tiny_causal_lm(model_type, dtype=torch.float32).save_pretrained(model_dir)
+    save_char_tokenizer(model_dir)
+    code = main(["llm", "--model", str(model_dir), "--task", "antonyms", "--shots", "1", "--dtype",
+                 "float64", "--through-model", "--no-progress", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert "through the model's own forward" in out
+    assert code == 0, out
