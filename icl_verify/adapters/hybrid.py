@@ -148,8 +148,11 @@ class HybridAdapter(ContextualBlock):
 
 def adapt_hybrid_lm(model: nn.Module, record: HybridRecord | None = None) -> AdaptedLM:
     """A hybrid causal LM -> :class:`AdaptedLM`: token embeddings, adapter stack, final norm and
-    ``lm_head`` (no copy of weights)."""
+    ``lm_head`` (no copy of weights). A float64 model with fused experts is switched to
+    transformers' eager loop over experts (the grouped kernels have no float64)."""
     record = RECORDS.get(model.config.model_type) if record is None else record
+    if next(model.parameters()).dtype == torch.float64 and hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation("eager")
     rotary = None if record.rotary is None else module_at(model, record.rotary)
     stack = Stack([HybridAdapter(record, layer, rotary) for layer in module_at(model, record.layers)])
     norm = module_at(model, record.final_norm)
@@ -183,8 +186,7 @@ def tiny_jamba(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Modul
                             num_attention_heads=4, num_key_value_heads=2, attn_layer_period=2, attn_layer_offset=1,
                             expert_layer_period=2, expert_layer_offset=1, num_experts=4, num_experts_per_tok=2,
                             mamba_d_state=4, mamba_d_conv=3, mamba_expand=2, mamba_dt_rank=4,
-                            initializer_range=0.2, pad_token_id=0,
-                            experts_implementation="eager")
+                            initializer_range=0.2, pad_token_id=0)
     return tiny_model(tf.JambaForCausalLM, config, seed=seed, dtype=dtype)
 
 
@@ -211,8 +213,7 @@ def tiny_qwen3_next(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.
                                 linear_num_key_heads=2, linear_num_value_heads=4, num_experts=4,
                                 num_experts_per_tok=2, moe_intermediate_size=16,
                                 shared_expert_intermediate_size=16, mlp_only_layers=[0],
-                                initializer_range=0.2, max_position_embeddings=128,
-                                experts_implementation="eager")
+                                initializer_range=0.2, max_position_embeddings=128)
     return tiny_model(tf.Qwen3NextForCausalLM, config, seed=seed, dtype=dtype)
 
 
