@@ -1,6 +1,6 @@
-"""Hybrid decoder layers (Jamba, Bamba, Qwen3-Next): each layer mixes positions with either
-attention or a recurrent mixer (Mamba, Mamba-2, gated DeltaNet), then runs a feed-forward
-network (a gated MLP or a mixture of experts), both pre-RMSNorm.
+"""Hybrid decoder layers (Jamba, Bamba, Qwen3-Next, LFM2): each layer mixes positions with either
+attention or a recurrent mixer (Mamba, Mamba-2, gated DeltaNet, gated short convolution), then
+runs a feed-forward network (a gated MLP or a mixture of experts), both pre-RMSNorm.
 
 Per position (the pre-norm row of the decomposition; the same for every mixer kind)::
 
@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..blocks import ContextualBlock, Decomposition, Stack
 from ..errors import UnsupportedModelError
@@ -67,6 +68,14 @@ class HybridRecord:
                 raise UnsupportedModelError(f"{self.model_type}: a sparse MoE layer but no MoE reader in its record")
             return self.moe
         return self.ffn
+
+
+@dataclass(frozen=True)
+class SiluGated(Gated):
+    """:class:`Gated` whose activation is SiLU written into the forward (no activation module)."""
+
+    def rest(self, layer: nn.Module, hs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return module_at(layer, f"{self.mlp}.{self.down}")(F.silu(hs[0]) * hs[1])
 
 
 RECORDS: Registry[HybridRecord] = Registry("hybrid record")
@@ -217,6 +226,17 @@ def tiny_qwen3_next(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.
     return tiny_model(tf.Qwen3NextForCausalLM, config, seed=seed, dtype=dtype)
 
 
+def tiny_lfm2(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
+    """A tiny random ``Lfm2ForCausalLM``: width 32, gated short convolution (kernel 3), rotary
+    attention (4 heads of 8, QK norms), convolution; SiLU-gated MLP of width 48, vocabulary 64."""
+    tf = require_transformers()
+    config = tf.Lfm2Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                           num_attention_heads=4, num_key_value_heads=2, layer_types=["conv", "full_attention", "conv"],
+                           block_auto_adjust_ff_dim=False, conv_L_cache=3, initializer_range=0.2,
+                           max_position_embeddings=128)
+    return tiny_model(tf.Lfm2ForCausalLM, config, seed=seed, dtype=dtype)
+
+
 JAMBA = register_hybrid(HybridRecord("jamba", Gated(mlp="feed_forward"),
                                      MoE(block="feed_forward", router="router", renormalize=False),
                                      moe_block="feed_forward"),
@@ -228,3 +248,6 @@ QWEN3_NEXT = register_hybrid(HybridRecord("qwen3_next", Gated(), MoE(shared="sha
                                           ffn_norm="post_attention_layernorm", final_norm="model.norm",
                                           rotary="model.rotary_emb"),
                              tiny_qwen3_next, tags=("attention", "recurrent", "delta_rule", "moe", "rotary"))
+LFM2 = register_hybrid(HybridRecord("lfm2", SiluGated(mlp="feed_forward", gate="w1", up="w3", down="w2"),
+                                    ffn_norm="ffn_norm", final_norm="model.embedding_norm", rotary="model.rotary_emb"),
+                       tiny_lfm2, tags=("attention", "recurrent", "convolution", "rotary"))
