@@ -29,7 +29,7 @@ MOE = ["mixtral", "olmoe", "qwen2_moe", "qwen3_moe"]
 SSM_LMS = {"mamba": mamba.tiny_mamba_lm, "falcon_mamba": lambda: mamba.tiny_mamba_lm("falcon_mamba"),
            "mamba2": mamba2.tiny_mamba2_lm, "nemotron_h": nemotron_h.tiny_nemotron_h}
 HYBRID = {"jamba": hybrid.tiny_jamba, "bamba": hybrid.tiny_bamba, "qwen3_next": hybrid.tiny_qwen3_next,
-          "lfm2": hybrid.tiny_lfm2}
+          "lfm2": hybrid.tiny_lfm2, "falcon_h1": hybrid.tiny_falcon_h1}
 TOL = 1e-12  # float64: every identity is a few roundings of O(1) quantities
 
 
@@ -234,7 +234,8 @@ def test_whole_recurrent_gemma_matches_transformers():
     (hybrid.tiny_bamba, [("recurrent", "Gated"), ("attention", "Gated"), ("recurrent", "Gated")]),
     (hybrid.tiny_qwen3_next, [("recurrent", "Gated"), ("recurrent", "MoE"), ("attention", "MoE")]),
     (hybrid.tiny_lfm2, [("recurrent", "SiluGated"), ("attention", "SiluGated"), ("recurrent", "SiluGated")]),
-], ids=["jamba", "bamba", "qwen3_next", "lfm2"])
+    (hybrid.tiny_falcon_h1, [("attention", "ScaledGated")] * 2),  # Mamba-2 and attention side by side
+], ids=["jamba", "bamba", "qwen3_next", "lfm2", "falcon_h1"])
 def test_whole_hybrid_model_matches_transformers(make, kinds):
     """Every mixer kind and feed-forward kind of the tiny config is exercised; each layer's
     input and the logits equal the unmodified model's."""

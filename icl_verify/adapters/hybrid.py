@@ -1,10 +1,11 @@
-"""Hybrid decoder layers (Jamba, Bamba, Qwen3-Next, LFM2): each layer mixes positions with either
-attention or a recurrent mixer (Mamba, Mamba-2, gated DeltaNet, gated short convolution), then
-runs a feed-forward network (a gated MLP or a mixture of experts), both pre-RMSNorm.
+"""Hybrid decoder layers (Jamba, Bamba, Qwen3-Next, LFM2, Falcon-H1): each layer mixes positions
+with attention, a recurrent mixer (Mamba, Mamba-2, gated DeltaNet, gated short convolution) or
+both side by side (Falcon-H1), then runs a feed-forward network (a gated MLP or a mixture of
+experts), both pre-RMSNorm.
 
 Per position (the pre-norm row of the decomposition; the same for every mixer kind)::
 
-    s = x + M(N_1(X))          M: attention or the recurrent mixer, out projection included
+    s = x + M(N_1(X))          M: attention and/or the recurrent mixer, out projections included
     z = N_2(s)                 network input, read by every first matrix of the feed-forward
     out = s + f(W z + b)       f: gated MLP (gate, up) or MoE (router, experts, shared expert)
 
@@ -48,6 +49,8 @@ class HybridRecord:
         attention: the attention module of attention layers (absent on recurrent layers).
         ffn_norm: the norm ``N_2`` whose input is ``s``.
         layers, final_norm, rotary: paths in the causal LM (``rotary=None``: no positions).
+        embed_scale, logit_scale: paths in the causal LM of scalars multiplying the token
+            embeddings and the logits (muP multipliers), or ``None``.
     """
 
     model_type: str
@@ -59,6 +62,8 @@ class HybridRecord:
     layers: str = "model.layers"
     final_norm: str = "model.final_layernorm"
     rotary: str | None = None
+    embed_scale: str | None = None
+    logit_scale: str | None = None
 
     def reader(self, layer: nn.Module):
         """The feed-forward reader of ``layer`` (MoE or dense)."""
@@ -76,6 +81,17 @@ class SiluGated(Gated):
 
     def rest(self, layer: nn.Module, hs: Sequence[torch.Tensor]) -> torch.Tensor:
         return module_at(layer, f"{self.mlp}.{self.down}")(F.silu(hs[0]) * hs[1])
+
+
+@dataclass(frozen=True)
+class ScaledGated(Gated):
+    """``f = c_d down((W_u z + b_u) * act(c_g (W_g z + b_g)))`` with the MLP's scalar multipliers
+    ``gate_multiplier`` ``c_g`` and ``down_multiplier`` ``c_d`` (Falcon-H1)."""
+
+    def rest(self, layer: nn.Module, hs: Sequence[torch.Tensor]) -> torch.Tensor:
+        mlp = module_at(layer, self.mlp)
+        f = module_at(mlp, self.down)(hs[1] * module_at(mlp, self.act)(hs[0] * mlp.gate_multiplier))
+        return f * mlp.down_multiplier
 
 
 RECORDS: Registry[HybridRecord] = Registry("hybrid record")
@@ -165,11 +181,18 @@ def adapt_hybrid_lm(model: nn.Module, record: HybridRecord | None = None) -> Ada
     rotary = None if record.rotary is None else module_at(model, record.rotary)
     stack = Stack([HybridAdapter(record, layer, rotary) for layer in module_at(model, record.layers)])
     norm = module_at(model, record.final_norm)
+    embed_scale = None if record.embed_scale is None else module_at(model, record.embed_scale)
+    logit_scale = None if record.logit_scale is None else module_at(model, record.logit_scale)
+
+    def embed(ids: torch.Tensor) -> torch.Tensor:
+        e = model.get_input_embeddings()(ids)
+        return e if embed_scale is None else e * embed_scale
 
     def head(h: torch.Tensor) -> torch.Tensor:
-        return model.get_output_embeddings()(norm(h))
+        logits = model.get_output_embeddings()(norm(h))
+        return logits if logit_scale is None else logits * logit_scale
 
-    return AdaptedLM(model, stack, model.get_input_embeddings(), head)
+    return AdaptedLM(model, stack, embed, head)
 
 
 def register_hybrid(record: HybridRecord, tiny, *, tags: tuple[str, ...] = ()) -> HybridRecord:
@@ -237,6 +260,23 @@ def tiny_lfm2(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module
     return tiny_model(tf.Lfm2ForCausalLM, config, seed=seed, dtype=dtype)
 
 
+def tiny_falcon_h1(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
+    """A tiny random ``FalconH1ForCausalLM``: width 32, 2 layers each running a Mamba-2 mixer
+    (4 heads of 16, state 4, chunks of 4) and rotary attention (4 heads of 8) side by side, a
+    gated MLP of width 48, and muP multipliers away from 1 (embeddings, keys, mixer inputs and
+    outputs, MLP gate and down, logits); vocabulary 64."""
+    tf = require_transformers()
+    config = tf.FalconH1Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=8, mamba_d_ssm=64,
+                               mamba_n_heads=4, mamba_d_head=16, mamba_n_groups=1, mamba_d_state=4, mamba_d_conv=3,
+                               mamba_chunk_size=4, mamba_rms_norm=True, lm_head_multiplier=0.7,
+                               embedding_multiplier=1.3, mlp_multipliers=[0.8, 1.2], key_multiplier=0.9,
+                               attention_out_multiplier=1.1, attention_in_multiplier=0.9,
+                               ssm_multipliers=[1.1, 0.9, 1.2, 0.8, 1.05], ssm_in_multiplier=1.1,
+                               ssm_out_multiplier=0.9, initializer_range=0.2, max_position_embeddings=128)
+    return tiny_model(tf.FalconH1ForCausalLM, config, seed=seed, dtype=dtype)
+
+
 JAMBA = register_hybrid(HybridRecord("jamba", Gated(mlp="feed_forward"),
                                      MoE(block="feed_forward", router="router", renormalize=False),
                                      moe_block="feed_forward"),
@@ -251,3 +291,7 @@ QWEN3_NEXT = register_hybrid(HybridRecord("qwen3_next", Gated(), MoE(shared="sha
 LFM2 = register_hybrid(HybridRecord("lfm2", SiluGated(mlp="feed_forward", gate="w1", up="w3", down="w2"),
                                     ffn_norm="ffn_norm", final_norm="model.embedding_norm", rotary="model.rotary_emb"),
                        tiny_lfm2, tags=("attention", "recurrent", "convolution", "rotary"))
+FALCON_H1 = register_hybrid(HybridRecord("falcon_h1", ScaledGated(mlp="feed_forward"), rotary="model.rotary_emb",
+                                         embed_scale="model.embedding_multiplier",
+                                         logit_scale="model.lm_head_multiplier"),
+                            tiny_falcon_h1, tags=("attention", "recurrent", "ssm", "parallel_mixers", "rotary"))
