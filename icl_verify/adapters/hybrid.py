@@ -139,6 +139,7 @@ class HybridAdapter(ContextualBlock):
         return kw
 
     def decompose(self, x: torch.Tensor) -> Decomposition:
+        x = x.to(next(self.layer.parameters()).device)  # layers spread by device_map="auto"
         got: dict[str, torch.Tensor] = {}
 
         def take(key: str, stop: bool):
@@ -189,7 +190,7 @@ def adapt_hybrid_lm(model: nn.Module, record: HybridRecord | None = None) -> Ada
         return e if embed_scale is None else e * embed_scale
 
     def head(h: torch.Tensor) -> torch.Tensor:
-        logits = model.get_output_embeddings()(norm(h))
+        logits = model.get_output_embeddings()(norm(h.to(norm.weight.device)))
         return logits if logit_scale is None else logits * logit_scale
 
     return AdaptedLM(model, stack, embed, head)

@@ -29,6 +29,7 @@ class MambaAdapter(ContextualBlock):
         self.layer = layer
 
     def decompose(self, x: torch.Tensor) -> Decomposition:
+        x = x.to(self.layer.norm.weight.device)  # layers spread by device_map="auto"
         captured: list[torch.Tensor] = []
         hook = self.layer.mixer.out_proj.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
         try:

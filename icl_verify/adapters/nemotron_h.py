@@ -69,6 +69,7 @@ class NemotronHAdapter(ContextualBlock):
         self.reader = READERS[self.kind]
 
     def decompose(self, x: torch.Tensor) -> Decomposition:
+        x = x.to(self.layer.norm.weight.device)  # layers spread by device_map="auto"
         got: dict[str, torch.Tensor] = {}
 
         def take(_m, args):
@@ -102,7 +103,7 @@ def adapt_nemotron_h_lm(model: nn.Module) -> AdaptedLM:
     stack = Stack([NemotronHAdapter(layer) for layer in base.layers])
 
     def head(h: torch.Tensor) -> torch.Tensor:
-        return model.lm_head(base.norm_f(h))
+        return model.lm_head(base.norm_f(h.to(base.norm_f.weight.device)))
 
     return AdaptedLM(model, stack, base.get_input_embeddings(), head)
 

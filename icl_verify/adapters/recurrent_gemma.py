@@ -33,6 +33,7 @@ class RecurrentGemmaAdapter(ContextualBlock):
         return "attention" if hasattr(self.layer.temporal_block, "q_proj") else "recurrent"
 
     def decompose(self, x: torch.Tensor) -> Decomposition:
+        x = x.to(self.layer.temporal_pre_norm.weight.device)  # layers spread by device_map="auto"
         mask = attention_mask(x.shape[1], x.dtype, x.device, window=self.window)
         a, _ = self.layer.temporal_block(self.layer.temporal_pre_norm(x), position_ids=position_ids(x),
                                          attention_mask=mask, use_cache=False)
@@ -91,7 +92,7 @@ def adapt_recurrent_gemma_lm(model: nn.Module) -> AdaptedLM:
         return e * base.normalizer.type(e.dtype)
 
     def head(h: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(model.lm_head(base.final_norm(h)) / cap) * cap
+        return torch.tanh(model.lm_head(base.final_norm(h.to(base.final_norm.weight.device))) / cap) * cap
 
     return AdaptedLM(model, recurrent_gemma_stack(base), embed, head)
 
