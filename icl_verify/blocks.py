@@ -1,18 +1,15 @@
-"""Contextual blocks: a contextual layer, a composition and a network (DESIGN §1).
+"""Contextual blocks: a contextual layer, a composition and a network (docs/theory.md §1).
 
 Every block exposes, per position, the network input ``z`` and the bypass ``s`` (added after the
-network), and its first dense matrices ``W_k``; the update code reads nothing else:
+network), and its first dense matrices ``W_k``; the update code reads nothing else::
 
-==============  ==================  ==================  ==================  =====================
-composition     contextual ``a``    network input ``z`` bypass ``s``        output
-==============  ==================  ==================  ==================  =====================
-none            ``A(X)``            ``a``               none                ``f(Wz+b)``
-residual        ``A(X)``            ``x + a``           ``x + a``           ``s + f(Wz+b)``
-pre_ln/pre_rms  ``A(N1(X))``        ``N2(x + a)``       ``x + a``           ``s + f(Wz+b)``
-post_ln         ``A(X)``            ``N1(x + a)``       ``z``               ``N2(s + f(Wz+b))``
-gated           as pre_rms, with a SwiGLU network (two first matrices: gate and up)
-parallel        ``A(N1(X))``        ``N1(x)``           ``x + a``           ``s + f(Wz+b)``
-==============  ==================  ==================  ==================  =====================
+    composition     contextual a   network input z   bypass s   output
+    none            A(X)           a                 none       f(Wz+b)
+    residual        A(X)           x + a             x + a      s + f(Wz+b)
+    pre_ln/pre_rms  A(N1(X))       N2(x + a)         x + a      s + f(Wz+b)
+    post_ln         A(X)           N1(x + a)         z          N2(s + f(Wz+b))
+    gated           as pre_rms, with a SwiGLU network (two first matrices: gate and up)
+    parallel        A(N1(X))       N1(x)             x + a      s + f(Wz+b)
 """
 from __future__ import annotations
 

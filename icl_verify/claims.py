@@ -1,4 +1,4 @@
-"""Each claim of DESIGN §2-§4 as a function returning a :class:`Check`: the error between the two
+"""Each claim of docs/theory.md §2-§4 as a function returning a :class:`Check`: the error between the two
 sides per entry (batch element, position, prefix), the tolerance of the error model
 (:mod:`icl_verify.tolerance`) and a scale for relative errors. ``icl-verify verify``, the
 property suite and the benchmarks all call these, so every claim has one implementation.
@@ -110,24 +110,24 @@ def identity(block: ContextualBlock, update: ImplicitUpdate, *, claim: str = "id
 
 def theorem(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
             dense: bool = True) -> Check:
-    """DESIGN §2: the query after ``context`` equals the query alone with ``W + dW(C)``, ``s + ds``."""
+    """docs/theory.md §2: the query after ``context`` equals the query alone with ``W + dW(C)``, ``s + ds``."""
     return identity(block, context_update(block, context, query), claim="theorem", dense=dense)
 
 
 def subset(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor,
            part: torch.Tensor) -> Check:
-    """DESIGN §2: ``block(C, x) == block_{W + dW(Y)}(C \\ Y, x)`` for the part ``Y`` (mask ``part``)."""
+    """docs/theory.md §2: ``block(C, x) == block_{W + dW(Y)}(C \\ Y, x)`` for the part ``Y`` (mask ``part``)."""
     return identity(block, subset_update(block, context, query, part), claim="subset")
 
 
 def positions(block: ContextualBlock, x: torch.Tensor, reference: str = "token") -> Check:
-    """DESIGN §4: every position of ``x`` ``(B, T, d)`` against ``reference`` ("token" or "query")."""
+    """docs/theory.md §4: every position of ``x`` ``(B, T, d)`` against ``reference`` ("token" or "query")."""
     return identity(block, position_updates(block, x, reference=reference),
                     claim=f"positions[{reference}]")
 
 
 def stack(model: Stack, x: torch.Tensor) -> Check:
-    """DESIGN §4: the last token of ``x`` alone through every block with its update equals the
+    """docs/theory.md §4: the last token of ``x`` alone through every block with its update equals the
     stack's with-context output there. Errors propagate as ``E_l = sigma_l E_{l-1} + tol_l``."""
     updates = stack_updates(model, x)
     with torch.no_grad():
@@ -167,7 +167,7 @@ def _step_spread(w: torch.Tensor, upd: ImplicitUpdate) -> torch.Tensor:
 
 def increments(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
                updates: ImplicitUpdate | None = None) -> Check:
-    """DESIGN §3: ``W_{i+1} - W_i == (W (z_{i+1} - z_i)) z_x^T / ||z_x||^2``; entries ``(B, n)``.
+    """docs/theory.md §3: ``W_{i+1} - W_i == (W (z_{i+1} - z_i)) z_x^T / ||z_x||^2``; entries ``(B, n)``.
     ``updates``: the prefix updates (:func:`~icl_verify.dynamics.prefix_updates`) if at hand.
 
     Bound per element: ``gamma(d+3) [|W|(|z_{i+1}-z_r| + |z_i-z_r| + |z_{i+1}-z_i|) |right|^T
@@ -184,7 +184,7 @@ def increments(block: ContextualBlock, context: torch.Tensor, query: torch.Tenso
 
 def telescoping(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
                 updates: ImplicitUpdate | None = None) -> Check:
-    """DESIGN §3: ``sum_i (W_{i+1} - W_i) == dW(C)``, ``dW(C)`` from its own forward pass;
+    """docs/theory.md §3: ``sum_i (W_{i+1} - W_i) == dW(C)``, ``dW(C)`` from its own forward pass;
     entries ``(B,)``. ``updates``: the prefix updates if at hand.
 
     Bound per element: ``gamma(n+2) sum_i |W_{i+1} - W_i| + 2u (|W| + |dW(C)|)``."""
@@ -200,7 +200,7 @@ def telescoping(block: ContextualBlock, context: torch.Tensor, query: torch.Tens
 
 def sgd(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
         updates: ImplicitUpdate | None = None) -> Check:
-    """DESIGN §3: ``W_i - h grad L_i(W_i) == W_{i+1}`` (gradient by autograd); entries ``(B, n)``.
+    """docs/theory.md §3: ``W_i - h grad L_i(W_i) == W_{i+1}`` (gradient by autograd); entries ``(B, n)``.
     ``updates``: the prefix updates if at hand.
 
     Bound per element: ``gamma(d+4) [3|W| + 2|dW_i| + 2|dW_{i+1}| + |W|(|z_i-z_r| + |z_{i+1}-z_r|

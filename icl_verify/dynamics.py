@@ -1,4 +1,4 @@
-"""Implicit dynamics (DESIGN §3): the context consumed token by token.
+"""Implicit dynamics (docs/theory.md §3): the context consumed token by token.
 
 With ``z_i`` the network input of the query after ``c_1..c_i`` (``z_0 = z_x``, the query alone)
 and ``W_i = W + dW(c_1..c_i)``:

@@ -1,4 +1,4 @@
-"""Prefix dynamics at the cost of one forward pass (DESIGN §3, §4).
+"""Prefix dynamics at the cost of one forward pass (docs/theory.md §3, §4).
 
 In a causal block the context's own states never depend on the query, so the query placed after
 ``c_1..c_i`` can reuse the states of ``c_1..c_i`` (the key/value cache of attention, the hidden

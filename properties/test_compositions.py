@@ -1,4 +1,4 @@
-"""DESIGN §1, the compositions: every block's forward pass equals an independent implementation
+"""docs/theory.md §1, the compositions: every block's forward pass equals an independent implementation
 written from the table (norms, networks and wiring spelt out with plain tensor operations), so a
 wrong wiring (a missing norm, a missing residual) is caught even though the theorem's two sides
 both go through ``decompose``. Compared in float64 against a relative threshold of ``1e-11``: a
@@ -38,7 +38,7 @@ def network(net, z: torch.Tensor) -> torch.Tensor:
 
 
 def direct(block, x: torch.Tensor) -> torch.Tensor:
-    """The table of DESIGN §1 for ``x`` ``(B, T, d)``."""
+    """The table of docs/theory.md §1 for ``x`` ``(B, T, d)``."""
     A, f, name = block.layer, block.network, block.composition.name
     if name == "none":
         return network(f, A(x))
@@ -54,7 +54,7 @@ def direct(block, x: torch.Tensor) -> torch.Tensor:
     if name == "parallel":
         n = norm(block.norm1, x)
         return x + A(n) + network(f, n)
-    raise AssertionError(f"composition {name!r} is not in the DESIGN table")
+    raise AssertionError(f"composition {name!r} is not in the table of docs/theory.md §1")
 
 
 
@@ -68,4 +68,4 @@ def test_forward_matches_design_table(layer, composition, data):
         got, want = block(x), direct(block, x)
     err = float((got - want).norm() / want.norm().clamp_min(1e-300))
     record("composition_table", layer, err / THRESHOLD)
-    assert err <= THRESHOLD, f"{composition} block differs from the DESIGN table: relative error {err:.3g}"
+    assert err <= THRESHOLD, f"{composition} block differs from the table of docs/theory.md §1: relative error {err:.3g}"

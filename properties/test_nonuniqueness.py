@@ -1,4 +1,4 @@
-"""DESIGN §2, not unique: for any ``v`` with ``v . z_x = 1`` the update ``(W dz) v^T`` also turns
+"""docs/theory.md §2, not unique: for any ``v`` with ``v . z_x = 1`` the update ``(W dz) v^T`` also turns
 the query alone into the query after the context, and the built-in ``v = z_x / ||z_x||^2`` has
 the smallest Frobenius norm among them (``||v|| >= 1/||z_x||`` by Cauchy-Schwarz).
 

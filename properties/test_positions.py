@@ -1,4 +1,4 @@
-"""DESIGN §4, every position: position ``t`` of a sequence equals the reference (token ``x_t``
+"""docs/theory.md §4, every position: position ``t`` of a sequence equals the reference (token ``x_t``
 alone, or the query alone) through the block updated by that position's ``dW_t``, ``ds_t``."""
 from __future__ import annotations
 

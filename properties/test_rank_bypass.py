@@ -1,4 +1,4 @@
-"""DESIGN §2, structure of the update: each first matrix changes by rank at most one; the bypass
+"""docs/theory.md §2, structure of the update: each first matrix changes by rank at most one; the bypass
 shift exists exactly when the block has a bypass (every composition but ``none``); a parallel
 block's network input ignores the context, so its ``dW`` is exactly zero; an empty context gives
 exactly zero updates."""

@@ -1,4 +1,4 @@
-"""DESIGN §3, SGD form: one gradient step (autograd) on ``L_i(W') = trace(D_i^T W')`` with
+"""docs/theory.md §3, SGD form: one gradient step (autograd) on ``L_i(W') = trace(D_i^T W')`` with
 learning rate ``1/||z_x||^2`` from ``W_i`` lands on ``W_{i+1}``."""
 from __future__ import annotations
 

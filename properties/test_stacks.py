@@ -1,4 +1,4 @@
-"""DESIGN §4, stacks: the query alone through every block of a stack, each with its own update
+"""docs/theory.md §4, stacks: the query alone through every block of a stack, each with its own update
 (computed from that block's with-context input), reproduces the stack's with-context output at
 the query; for stacks of every registered layer and for the real architectures of
 :mod:`icl_verify.adapters` (tiny random configurations, when ``transformers`` is installed)."""

@@ -1,4 +1,4 @@
-"""DESIGN §2, part of the context: ``block(C, x) == block_{W + dW(Y)}(C \\ Y, x)`` for any part
+"""docs/theory.md §2, part of the context: ``block(C, x) == block_{W + dW(Y)}(C \\ Y, x)`` for any part
 ``Y`` of the context (empty and full included)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DESIGN §3, telescoping: each prefix increment ``W_{i+1} - W_i`` equals
+"""docs/theory.md §3, telescoping: each prefix increment ``W_{i+1} - W_i`` equals
 ``(W (z_{i+1} - z_i)) z_x^T / ||z_x||^2``, and the increments sum to ``dW(C)``."""
 from __future__ import annotations
 

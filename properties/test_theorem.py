@@ -1,4 +1,4 @@
-"""DESIGN §2, the theorem: the query after the full context equals the query alone through the
+"""docs/theory.md §2, the theorem: the query after the full context equals the query alone through the
 block with ``W + dW(C)`` and bypass ``s + ds``; every layer, every composition, dense and
 factored evaluation."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DESIGN §3, vanishing increments: which layers have ``||W_{i+1} - W_i|| = O(1/i)``.
+"""docs/theory.md §3, vanishing increments: which layers have ``||W_{i+1} - W_i|| = O(1/i)``.
 
 **The bound (softmax attention without positions, compositions ``none`` and ``residual``).**
 Write the query's layer output after ``c_1..c_i`` as ``A_i = W_o concat_h y^h_i`` with

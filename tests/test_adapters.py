@@ -317,3 +317,24 @@ def test_registry_is_empty_without_transformers(monkeypatch):
     assert _registry.list_architectures() == []
     with pytest.raises(ImportError, match="icl-verify\\[models\\]"):
         get_architecture("llama").build()
+
+
+def test_through_model_check_works_for_hand_written_adapters():
+    """The check only needs first matrices that are views of parameters and a ``layer`` whose
+    output takes the bypass: a hand-written adapter (Mamba's ``out_proj`` network) works as is.
+    Mamba's reference forward computes its scan partly in float32, hence the float32-level bound."""
+    import transformers as tf
+
+    from icl_verify.adapters import AdaptedLM
+    from icl_verify.adapters._common import tiny_model
+
+    config = tf.MambaConfig(vocab_size=64, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2,
+                            conv_kernel=3, time_step_rank=4, use_bias=True, residual_in_fp32=False,
+                            initializer_range=0.2)
+    model = tiny_model(tf.MambaForCausalLM, config, seed=0, dtype=torch.float64)
+    base = model.backbone
+    lm = AdaptedLM(model, mamba.mamba_stack(base), base.embeddings, lambda h: model.lm_head(base.norm_f(h)))
+    ids = _ids()[:1]
+    with torch.no_grad():
+        check = through_model_check(lm, ids, stack_updates(lm.stack, lm.embed(ids)))
+    assert check["logits_rel_diff"] <= 1e-6 and check["control_rel_diff"] >= 1e-2

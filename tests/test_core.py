@@ -70,7 +70,7 @@ def test_dynamics_by_hand():
     assert sgd_steps(block, upd)[0].reshape(-1).tolist() == [5 + 2.5, 7.5 + 7.5]
 
 
-# -- compositions against direct implementations (written from the DESIGN §1 table) --
+# -- compositions against direct implementations (written from the docs/theory.md §1 table) --
 
 def direct(block: Block, x: torch.Tensor) -> torch.Tensor:
     A, f = block.layer, block.network

@@ -1,5 +1,5 @@
 """Adapters: decoder/encoder layers of real ``transformers`` architectures expressed in the
-decomposition of DESIGN §1 (per position: network input ``z``, bypass ``s``, first dense
+decomposition of docs/theory.md §1 (per position: network input ``z``, bypass ``s``, first dense
 matrices), so every update, property and benchmark applies to them unchanged.
 
 Most model types are one declarative :class:`LayerRecord` (:mod:`.catalog`) read by one generic

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..blocks import Stack
+from ..errors import UnknownNameError
 from ..registry import Registry
 from ._common import INSTALL_HINT, transformers_available
 
@@ -115,4 +116,11 @@ def adapt_causal_lm(model: nn.Module) -> AdaptedLM:
         UnknownNameError: no adapter for the model's ``config.model_type``.
     """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    return MODEL_ADAPTERS.get(model_type)(model)
+    try:
+        adapt = MODEL_ADAPTERS.get(model_type)
+    except UnknownNameError as exc:
+        raise UnknownNameError(
+            f"{exc}. No adapter describes the layers of model type {model_type!r}; if its decoder layers "
+            "read the mixed stream through a dense first matrix, describe them with "
+            "icl_verify.adapters.register_record(LayerRecord(...))") from None
+    return adapt(model)

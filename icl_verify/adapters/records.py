@@ -1,7 +1,7 @@
 """Declarative adapters: one frozen :class:`LayerRecord` per model type, read by one generic
 adapter, :class:`RecordAdapter`.
 
-A record says where things are in a decoder layer and how they are wired (DESIGN §1 rows)::
+A record says where things are in a decoder layer and how they are wired (docs/theory.md §1 rows)::
 
     sequential  s = input of the record's ``bypass`` module (the feed-forward norm;
                     ``None``: s = z, Olmo 2), z = input of the network,
@@ -22,7 +22,7 @@ soft-capping, bias) need no code here. The network is a feed-forward reader
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -31,6 +31,7 @@ from torch import nn
 from ..blocks import ContextualBlock, Decomposition, Stack
 from ..errors import UnsupportedModelError
 from ..registry import Registry
+from ..layers import seeded
 from ._common import attention_mask, position_ids, require_transformers, tiny_model
 from ._registry import AdaptedLM, register_architecture, register_model_adapter
 from .ffn import module_at
@@ -102,7 +103,8 @@ class RecordAdapter(ContextualBlock):
         index: the layer's index (its layer type).
     """
 
-    def __init__(self, record: LayerRecord, layer: nn.Module, config, rotary: nn.Module | None, index: int):
+    def __init__(self, record: LayerRecord, layer: nn.Module, config: Any, rotary: nn.Module | None,
+                 index: int):
         super().__init__()
         self.record = record
         self.layer = layer
@@ -260,7 +262,7 @@ def tiny_causal_lm(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch
                    **overrides) -> nn.Module:
     """A seeded tiny random causal LM of ``model_type`` built offline: width 32, 2 layers,
     4 heads (2 key/value heads, head size 8), vocabulary 64, with the type's registered tiny
-    settings and ``overrides``."""
+    settings and ``overrides``. No embedding row is zero (the padding token's is drawn too)."""
     tf = require_transformers()
     kwargs = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
@@ -269,7 +271,12 @@ def tiny_causal_lm(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch
     kwargs.update(overrides)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}  # None: the type has no such setting
     config = tf.AutoConfig.for_model(model_type, **kwargs)
-    return tiny_model(tf.AutoModelForCausalLM.from_config, config, seed=seed, dtype=dtype)
+    model = tiny_model(tf.AutoModelForCausalLM.from_config, config, seed=seed, dtype=dtype)
+    weight = model.get_input_embeddings().weight
+    with torch.no_grad(), seeded(seed + 1):  # the padding token's zero row: a token alone would have z = 0
+        zero = weight.abs().sum(-1) == 0
+        weight[zero] = 0.2 * torch.randn(int(zero.sum()), weight.shape[1], dtype=weight.dtype)
+    return model
 
 
 TINY: dict[str, dict] = {}

@@ -1,7 +1,7 @@
 """RecurrentGemma (Griffin) residual blocks: a temporal block, recurrent (conv + RG-LRU) or
 local sliding-window attention, then a gated MLP, both pre-RMSNorm.
 
-Per position (DESIGN §1, pre-norm row; the same for both temporal block kinds)::
+Per position (docs/theory.md §1, pre-norm row; the same for both temporal block kinds)::
 
     s = x + Temporal(N_1(X)),   z = N_2(s),
     out = s + down(act(W_g z + b_g) * (W_u z + b_u))     first matrices: gate_proj, up_proj

@@ -37,7 +37,7 @@ class LayerInfo:
         dim_multiple: ``d`` must be a multiple of ``dim_multiple * heads``.
         dims: inclusive range of widths ``d`` a generator may draw.
         vanishing_increments: ``True`` when ``||W_{i+1}-W_i|| = O(1/i)`` is proven (softmax
-            attention, DESIGN §3; the suite checks the bound); ``False`` when the layer has no
+            attention, docs/theory.md §3; the suite checks the bound); ``False`` when the layer has no
             such guarantee (the suite must find an instance whose increments grow); ``None``
             when it is unknown (neither is asserted).
         tags: free labels (``"attention"``, ``"recurrent"``, ``"user"``, ...).

@@ -120,7 +120,7 @@ def softmax_attention(d: int, *, heads: int) -> nn.Module:
 
 
 # Rotary positions move every old score when the query moves one position further, so the
-# O(1/i) argument of DESIGN §3 does not apply: unproven, and none found to grow (None).
+# O(1/i) argument of docs/theory.md §3 does not apply: unproven, and none found to grow (None).
 @register_layer("softmax_attention_rope", heads=(1, 2), dim_multiple=2, dims=(2, 32),
                 vanishing_increments=None, tags=("attention", "rotary"))
 def softmax_attention_rope(d: int, *, heads: int) -> nn.Module:
