@@ -3,7 +3,7 @@ with attention, a recurrent mixer (Mamba, Mamba-2, gated DeltaNet, gated short c
 both side by side (Falcon-H1), then runs a feed-forward network (a gated MLP or a mixture of
 experts), both pre-RMSNorm.
 
-Per position (the pre-norm row of the decomposition; the same for every mixer kind)::
+Per position (docs/theory.md §1, pre-norm row; the same for every mixer kind)::
 
     s = x + M(N_1(X))          M: attention and/or the recurrent mixer, out projections included
     z = N_2(s)                 network input, read by every first matrix of the feed-forward
