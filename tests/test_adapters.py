@@ -11,10 +11,11 @@ from icl_verify.adapters import (  # noqa: E402
     LayerRecord, adapt_causal_lm, adapt_record_lm, get_architecture, list_architectures, list_records,
     tiny_causal_lm,
 )
-from icl_verify.adapters import mamba, recurrent_gemma  # noqa: E402
+from icl_verify.adapters import hybrid, mamba, mamba2, nemotron_h, recurrent_gemma  # noqa: E402
 from icl_verify.adapters.ffn import Gated  # noqa: E402
 from icl_verify.errors import UnknownLayerError, UnknownNameError, UnsupportedModelError  # noqa: E402
 from icl_verify.through_model import through_model_check  # noqa: E402
+from icl_verify.tolerance import unit_roundoff  # noqa: E402
 from icl_verify.updates import (  # noqa: E402
     context_update, run_stack_updated, run_updated, stack_updates, updated_inputs,
 )
@@ -25,6 +26,10 @@ LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_t
               "cohere", "starcoder2"}
 PARALLEL = {"gpt_neox", "gptj", "phi", "falcon"}
 MOE = ["mixtral", "olmoe", "qwen2_moe", "qwen3_moe"]
+SSM_LMS = {"mamba": mamba.tiny_mamba_lm, "falcon_mamba": lambda: mamba.tiny_mamba_lm("falcon_mamba"),
+           "mamba2": mamba2.tiny_mamba2_lm, "nemotron_h": nemotron_h.tiny_nemotron_h}
+HYBRID = {"jamba": hybrid.tiny_jamba, "bamba": hybrid.tiny_bamba, "qwen3_next": hybrid.tiny_qwen3_next,
+          "lfm2": hybrid.tiny_lfm2, "falcon_h1": hybrid.tiny_falcon_h1}
 TOL = 1e-12  # float64: every identity is a few roundings of O(1) quantities
 
 
@@ -39,6 +44,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_registry_lists_every_family():
     assert {"gpt2", "recurrent_gemma", "mamba", "bert"} | LLAMA_LIKE | PARALLEL | set(MOE) <= set(ARCHS)
+    assert {"falcon_mamba", "mamba2", "nemotron_h"} | set(HYBRID) <= set(ARCHS)
     assert set(RECORDS) <= set(ARCHS)
     with pytest.raises(UnknownLayerError, match="registered"):
         get_architecture("no_such_arch")
@@ -80,6 +86,22 @@ def test_through_the_models_own_forward(model_type):
     assert check["logits_rel_diff"] <= TOL
     assert check["control_rel_diff"] >= 1e-2
     assert all(not p.requires_grad or torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("make", [*HYBRID.values(), recurrent_gemma.tiny_recurrent_gemma_lm, *SSM_LMS.values()],
+                         ids=[*HYBRID, "recurrent_gemma", *SSM_LMS])
+def test_through_the_models_own_forward_recurrent_and_hybrid(make):
+    """The same check for the recurrent, state-space and hybrid models. Mamba-family models round
+    their logits to float32 in their own forward: both sides carry that rounding (each at most
+    ``u`` of float32 relative), so the bound is ``2 u_float32`` there."""
+    model = make()
+    lm = adapt_causal_lm(model)
+    ids = _ids()[:1]
+    with torch.no_grad():
+        check = through_model_check(lm, ids, stack_updates(lm.stack, lm.embed(ids)))
+    rounded = model.config.model_type in SSM_LMS
+    assert check["logits_rel_diff"] <= (2 * unit_roundoff(torch.float32) if rounded else TOL)
+    assert check["control_rel_diff"] >= 1e-2
 
 
 def test_through_model_check_catches_a_wrong_update():
@@ -160,6 +182,72 @@ def test_recurrent_gemma_matches_transformers_both_block_kinds():
     out = model(ids, use_cache=False)
     x0 = model.embed_tokens(ids) * model.normalizer.type(torch.float64)
     assert _rel(model.final_norm(stack(x0)), out.last_hidden_state) <= TOL
+
+
+@pytest.mark.parametrize("make", SSM_LMS.values(), ids=SSM_LMS)
+def test_whole_ssm_model_matches_transformers(make):
+    """Each layer's input and output to float64 rounding; the logits to float32 rounding, since
+    these models' own forward rounds its logits to float32 (the adapted head keeps float64)."""
+    model = make()
+    lm = adapt_causal_lm(model)
+    ids = _ids()
+    out = model(ids, output_hidden_states=True, use_cache=False)
+    xs = lm.stack.block_inputs(lm.embed(ids))
+    shift = 0 if model.config.model_type == "nemotron_h" else 1  # layer inputs, or Mamba's layer outputs
+    for l in range(len(lm.stack)):
+        assert _rel(xs[l + shift], out.hidden_states[l]) <= TOL
+    assert out.logits.dtype == torch.float32
+    assert _rel(lm.head(xs[-1]), out.logits.double()) <= unit_roundoff(torch.float32)
+
+
+def test_nemotron_h_block_kinds_and_moe_block_is_a_typed_error():
+    """Mamba-2, MLP and attention blocks are wrapped; a mixture-of-experts block (no reader for
+    its router) fails with a typed error naming the block kind."""
+    model = nemotron_h.tiny_nemotron_h()
+    assert [b.kind for b in adapt_causal_lm(model).stack.blocks] == ["linear_attention", "mlp", "full_attention",
+                                                                     "mlp"]
+    model.model.layers[1].block_type = "moe"
+    with pytest.raises(UnsupportedModelError, match="'moe'"):
+        adapt_causal_lm(model)
+
+
+def test_model_type_that_does_not_fit_is_a_typed_error():
+    """RWKV's channel mixing reads a token shift: adapting it says why it does not fit."""
+    from transformers import RwkvConfig, RwkvForCausalLM
+
+    model = RwkvForCausalLM(RwkvConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, attention_hidden_size=16,
+                                       intermediate_size=32, context_length=16))
+    with pytest.raises(UnsupportedModelError, match="rwkv.*token shift"):
+        adapt_causal_lm(model)
+
+
+def test_whole_recurrent_gemma_matches_transformers():
+    """Scaled embeddings, both block kinds, final norm and soft-capped logits."""
+    model = recurrent_gemma.tiny_recurrent_gemma_lm()
+    lm = adapt_causal_lm(model)
+    ids = _ids()
+    assert _rel(lm.head(lm.stack(lm.embed(ids))), model(ids, use_cache=False).logits) <= TOL
+
+
+@pytest.mark.parametrize("make, kinds", [
+    (hybrid.tiny_jamba, [("recurrent", "Gated"), ("attention", "MoE"), ("recurrent", "Gated"), ("attention", "MoE")]),
+    (hybrid.tiny_bamba, [("recurrent", "Gated"), ("attention", "Gated"), ("recurrent", "Gated")]),
+    (hybrid.tiny_qwen3_next, [("recurrent", "Gated"), ("recurrent", "MoE"), ("attention", "MoE")]),
+    (hybrid.tiny_lfm2, [("recurrent", "SiluGated"), ("attention", "SiluGated"), ("recurrent", "SiluGated")]),
+    (hybrid.tiny_falcon_h1, [("attention", "ScaledGated")] * 2),  # Mamba-2 and attention side by side
+], ids=["jamba", "bamba", "qwen3_next", "lfm2", "falcon_h1"])
+def test_whole_hybrid_model_matches_transformers(make, kinds):
+    """Every mixer kind and feed-forward kind of the tiny config is exercised; each layer's
+    input and the logits equal the unmodified model's."""
+    model = make()
+    lm = adapt_causal_lm(model)
+    assert [(b.kind, type(b.reader).__name__) for b in lm.stack.blocks] == kinds
+    ids = _ids()
+    out = model(ids, output_hidden_states=True, use_cache=False)
+    xs = lm.stack.block_inputs(lm.embed(ids))
+    for l in range(len(lm.stack)):
+        assert _rel(xs[l], out.hidden_states[l]) <= TOL
+    assert _rel(lm.head(xs[-1]), out.logits) <= TOL
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["decoder", "encoder"])

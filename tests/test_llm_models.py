@@ -40,3 +40,29 @@ def test_llm_command_on_saved_checkpoint(model_type, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "through the model's own forward" in out
     assert code == 0, out
+
+
+def _recurrent_and_hybrid():
+    from icl_verify.adapters import hybrid, mamba2, nemotron_h, recurrent_gemma
+
+    return {"mamba2": mamba2.tiny_mamba2_lm, "recurrent_gemma": recurrent_gemma.tiny_recurrent_gemma_lm,
+            "jamba": hybrid.tiny_jamba, "nemotron_h": nemotron_h.tiny_nemotron_h}
+
+
+#: a state-space and a hybrid (with experts) family in the default run; all four with ICL_VERIFY_ALL_MODELS=1
+RECURRENT_TYPES = (["mamba2", "recurrent_gemma", "jamba", "nemotron_h"] if os.getenv("ICL_VERIFY_ALL_MODELS")
+                   else ["mamba2", "jamba"])
+
+
+@pytest.mark.parametrize("model_type", RECURRENT_TYPES)
+def test_llm_command_on_recurrent_and_hybrid_checkpoints(model_type, tmp_path, capsys):
+    """One checkpoint per recurrent/hybrid adapter family (Mamba, RecurrentGemma, hybrid records
+    with experts, Nemotron-H), saved in float32 and analysed in float64."""
+    model_dir = tmp_path / "model"
+    _recurrent_and_hybrid()[model_type](dtype=torch.float32).save_pretrained(model_dir)
+    save_char_tokenizer(model_dir)
+    code = main(["llm", "--model", str(model_dir), "--task", "antonyms", "--shots", "1", "--dtype",
+                 "float64", "--through-model", "--no-progress", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert "through the model's own forward" in out
+    assert code == 0, out

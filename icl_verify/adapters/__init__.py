@@ -3,7 +3,8 @@ decomposition of docs/theory.md §1 (per position: network input ``z``, bypass `
 matrices), so every update, property and benchmark applies to them unchanged.
 
 Most model types are one declarative :class:`LayerRecord` (:mod:`.catalog`) read by one generic
-adapter (:class:`RecordAdapter`); Mamba and RecurrentGemma have hand-written adapters.
+adapter (:class:`RecordAdapter`); Mamba (and Mamba-2) and RecurrentGemma have hand-written adapters,
+hybrid attention/recurrent models (:mod:`.hybrid`) one :class:`HybridRecord` each.
 
 Importing this package needs no ``transformers``: the family modules import it only when a
 model is built, and :func:`list_architectures` is empty without it.
@@ -18,13 +19,16 @@ from ._registry import (
     register_model_adapter,
 )
 from .records import LayerRecord, RecordAdapter, adapt_record_lm, list_records, register_record, tiny_causal_lm
-from . import catalog, mamba, recurrent_gemma  # noqa: F401  (register)
+from . import catalog, hybrid, mamba, mamba2, nemotron_h, recurrent_gemma, unfit  # noqa: F401  (register)
+from .hybrid import HybridAdapter, HybridRecord
 from .mamba import MambaAdapter
 from .recurrent_gemma import RecurrentGemmaAdapter
 
 __all__ = [
     "AdaptedLM",
     "ArchitectureInfo",
+    "HybridAdapter",
+    "HybridRecord",
     "LayerRecord",
     "MambaAdapter",
     "RecordAdapter",

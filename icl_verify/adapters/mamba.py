@@ -1,13 +1,15 @@
-"""Mamba blocks: ``x + out_proj(scan(...) * act(gate))`` after an RMSNorm.
+"""Mamba blocks (Mamba, Falcon-Mamba, Mamba-2): ``x + out_proj(mixer(N(x)))`` with an RMSNorm ``N``.
 
 The contextual layer is everything of the mixer before ``out_proj`` (input projection, causal
-convolution, selective scan, gating); the network is the single dense matrix ``out_proj``::
+convolution, selective scan, gating; Mamba-2 also its gated RMSNorm); the network is the single
+dense matrix ``out_proj``::
 
-    z = (gated scan output of the mixer at this position)    (d_inner,)
+    z = (input of out_proj at this position)                 (d_inner,)
     s = x                                                    residual (rounded to float32 if the config says so)
     out = s + (W z + b),   W = out_proj.weight  (d, d_inner)
 
-``z`` is read off the unmodified mixer with a forward pre-hook on ``out_proj``.
+``z`` is read off the unmodified mixer with a forward pre-hook on ``out_proj``. On CPU the
+mixers run their torch implementations (the fused CUDA kernels are optional in transformers).
 """
 from __future__ import annotations
 
@@ -16,17 +18,18 @@ from torch import nn
 
 from ..blocks import ContextualBlock, Decomposition, Stack
 from ._common import require_transformers, tiny_model
-from ._registry import register_architecture
+from ._registry import AdaptedLM, register_architecture, register_model_adapter
 
 
 class MambaAdapter(ContextualBlock):
-    """One unmodified ``MambaBlock`` ``(B, T, d) -> (B, T, d)``."""
+    """One unmodified ``MambaBlock`` (or ``FalconMambaBlock``, ``Mamba2Block``) ``(B, T, d) -> (B, T, d)``."""
 
     def __init__(self, layer: nn.Module):
         super().__init__()
         self.layer = layer
 
     def decompose(self, x: torch.Tensor) -> Decomposition:
+        x = x.to(self.layer.norm.weight.device)  # layers spread by device_map="auto"
         captured: list[torch.Tensor] = []
         hook = self.layer.mixer.out_proj.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
         try:
@@ -46,18 +49,51 @@ class MambaAdapter(ContextualBlock):
         return s + hs[0]
 
 
+def mamba_stack(model: nn.Module) -> Stack:
+    """Adapter stack over the layers of a ``MambaModel`` (or ``FalconMambaModel``, ``Mamba2Model``)."""
+    return Stack([MambaAdapter(layer) for layer in model.layers])
+
+
+def adapt_mamba_lm(model: nn.Module) -> AdaptedLM:
+    """``MambaForCausalLM``-like model -> :class:`AdaptedLM`: embeddings, adapter stack, final
+    RMSNorm and ``lm_head``. The head keeps the stack's dtype (the model's own forward also
+    rounds its logits to float32)."""
+    base = model.backbone
+
+    def head(h: torch.Tensor) -> torch.Tensor:
+        return model.lm_head(base.norm_f(h.to(base.norm_f.weight.device)))
+
+    return AdaptedLM(model, mamba_stack(base), base.get_input_embeddings(), head)
+
+
+for _model_type in ("mamba", "falcon_mamba", "mamba2"):
+    register_model_adapter(_model_type, adapt_mamba_lm)
+
+
+def _mamba_config(tf, kind: str):
+    if kind == "mamba":
+        return tf.MambaConfig(vocab_size=64, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2,
+                              conv_kernel=3, time_step_rank=4, use_bias=True, residual_in_fp32=False,
+                              initializer_range=0.2)
+    if kind == "falcon_mamba":
+        return tf.FalconMambaConfig(vocab_size=64, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2,
+                                    conv_kernel=3, time_step_rank=4, use_bias=True, residual_in_fp32=False,
+                                    initializer_range=0.2)
+    raise ValueError(f"unknown tiny Mamba kind {kind!r}")
+
+
 def tiny_mamba(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
     """A tiny random ``MambaModel``: width 16, inner width 32, state 4, 2 layers."""
     tf = require_transformers()
-    config = tf.MambaConfig(vocab_size=64, hidden_size=16, state_size=4, num_hidden_layers=2, expand=2,
-                            conv_kernel=3, time_step_rank=4, use_bias=True, residual_in_fp32=False,
-                            initializer_range=0.2)
-    return tiny_model(tf.MambaModel, config, seed=seed, dtype=dtype)
+    return tiny_model(tf.MambaModel, _mamba_config(tf, "mamba"), seed=seed, dtype=dtype)
 
 
-def mamba_stack(model: nn.Module) -> Stack:
-    """Adapter stack over the layers of a ``MambaModel``."""
-    return Stack([MambaAdapter(layer) for layer in model.layers])
+def tiny_mamba_lm(kind: str = "mamba", *, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
+    """A tiny random ``MambaForCausalLM`` (``kind="mamba"``) or ``FalconMambaForCausalLM``
+    (``"falcon_mamba"``): width 16, inner width 32, state 4, 2 layers, vocabulary 64."""
+    tf = require_transformers()
+    cls = tf.MambaForCausalLM if kind == "mamba" else tf.FalconMambaForCausalLM
+    return tiny_model(cls, _mamba_config(tf, kind), seed=seed, dtype=dtype)
 
 
 def _mamba_stack(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> Stack:
@@ -65,4 +101,10 @@ def _mamba_stack(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> Stack:
     return mamba_stack(tiny_mamba(seed=seed, dtype=dtype))
 
 
+def _falcon_mamba_stack(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> Stack:
+    """Adapter stack of a tiny random Falcon-Mamba (width 16, 2 layers)."""
+    return adapt_mamba_lm(tiny_mamba_lm("falcon_mamba", seed=seed, dtype=dtype)).stack
+
+
 register_architecture("mamba", _mamba_stack, width=16, tags=("recurrent", "ssm", "residual"))
+register_architecture("falcon_mamba", _falcon_mamba_stack, width=16, tags=("recurrent", "ssm", "residual"))
