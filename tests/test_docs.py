@@ -23,8 +23,6 @@ OLD_REFERENCE = re.compile(r"DESIGN\s*(?:§|table)")
 OUTSIDE = ("../" + "shared", "/work/" + "shared", "DESIGN" + ".md")
 ISSUE_NUMBER = re.compile(r"\bissue\s+#?\d+", re.IGNORECASE)
 
-#: replaced wholesale when the new README lands; checked by test_readme_is_clean meanwhile
-PENDING = {"README.md"}
 SKIP_DIRS = {".git", ".venv", ".asv", ".hypothesis", ".pytest_cache", "site", "build", "dist",
              "__pycache__", "vendor"}
 
@@ -49,11 +47,11 @@ def text(path: Path) -> str | None:
 
 
 def sources(suffixes: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
-    """``(relative path, text)`` of every text file (with one of ``suffixes``), README aside."""
+    """``(relative path, text)`` of every text file (with one of ``suffixes``)."""
     out = []
     for p in repository_files():
         rel = p.relative_to(ROOT).as_posix()
-        if rel in PENDING or (suffixes and p.suffix not in suffixes):
+        if suffixes and p.suffix not in suffixes:
             continue
         body = text(p)
         if body is not None:
@@ -115,8 +113,6 @@ def test_no_internal_issue_numbers():
     assert not bad, "internal issue numbers:\n" + "\n".join(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="README.md still links to the internal note until the new "
-                   "README replaces it; then this passes and the marker and PENDING must go")
 def test_readme_is_clean():
     readme = [("README.md", (ROOT / "README.md").read_text())]
     assert not (unresolved(readme, sections()) + outside_references(readme) + issue_numbers(readme))
