@@ -1,12 +1,13 @@
 """``icl-verify verify``: every claim of DESIGN §2-§4 on seeded random instances of every
-registered layer in every composition (and stacks), in float64 and float32."""
+registered layer in every composition (and stacks), in float64 and float32 (and, on request,
+bfloat16 and float16)."""
 from __future__ import annotations
 
 import argparse
 import fnmatch
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 import torch
@@ -18,7 +19,8 @@ from .blocks import build_block, build_stack, list_compositions
 from .adapters import get_architecture, list_architectures
 from .layers import get_layer, list_layers
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16,
+          "float16": torch.float16}
 ARCHITECTURE = "transformers"  # composition column of the real architectures
 
 
@@ -35,6 +37,7 @@ class Row:
     relative_error: float
     ratio: float
     passed: bool
+    terms: dict[str, float] = field(default_factory=dict)  # the tolerance's terms at that entry
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,8 @@ def _row(dtype: str, layer: str, composition: str, check: claims.Check) -> Row:
     i = int(ratio.argmax()) if ratio.numel() else 0
     pick = lambda t: float(t.detach().reshape(-1)[i]) if t.numel() else 0.0  # noqa: E731
     return Row(dtype, layer, composition, check.claim, pick(check.error), pick(check.tolerance),
-               check.max_relative, check.worst_ratio, check.passed)
+               check.max_relative, check.worst_ratio, check.passed,
+               {name: pick(t) for name, t in check.terms.items()})
 
 
 def run_verify(layers: list[str], compositions: list[str], dtypes: list[str], sizes: Sizes,
@@ -128,7 +132,7 @@ def format_table(rows: list[Row], full: bool = False) -> str:
     lines.append("Worst case per claim (over every layer and composition):")
     head = f"{'dtype':8} {'claim':17} {'max rel. error':>14} {'worst err/tol':>13} {'where (layer / composition)':40} {'checks':>6} {'failed':>6}"
     lines += [head, "-" * len(head)]
-    keys = sorted({(r.dtype, r.claim) for r in rows}, key=lambda k: (k[0] != "float64", k[1]))
+    keys = sorted({(r.dtype, r.claim) for r in rows}, key=lambda k: (list(DTYPES).index(k[0]), k[1]))
     for dt, claim in keys:
         group = [r for r in rows if r.dtype == dt and r.claim == claim]
         worst = max(group, key=lambda r: r.ratio)
@@ -155,7 +159,7 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"icl-verify: nothing matches --layer {args.layer} --composition {args.composition}; "
                          f"layers: {', '.join(list_layers())}; architectures: {', '.join(list_architectures())}; "
                          f"compositions: {', '.join(list_compositions() + [ARCHITECTURE])}")
-    rows = run_verify(layers, [c for c in compositions if c != ARCHITECTURE], args.dtype or list(DTYPES),
+    rows = run_verify(layers, [c for c in compositions if c != ARCHITECTURE], args.dtype or ["float64", "float32"],
                       sizes, seed=args.seed, progress=not args.no_progress, architectures=archs)
     print(format_table(rows, full=args.full))
     failed = sum(not r.passed for r in rows)
@@ -180,7 +184,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--composition", action="append", metavar="PATTERN",
                    help="only compositions matching this wildcard (repeatable); 'transformers' "
                         "selects the real architectures")
-    p.add_argument("--dtype", action="append", choices=list(DTYPES), help="dtypes (default both)")
+    p.add_argument("--dtype", action="append", choices=list(DTYPES),
+                   help="dtypes (repeatable; default float64 and float32)")
     p.add_argument("--json", metavar="PATH", help="also write every row as JSON")
     p.add_argument("--full", action="store_true", help="print every row, not only failures")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
