@@ -86,10 +86,24 @@ PROBES = 2
 """Rademacher probes of ``||J diag(r)||_F^2`` for outputs wider than :data:`EXACT_WIDTH`."""
 
 
-def rho(n: int, dtype: torch.dtype) -> float:
-    """``rho(n) = sqrt(n) u``: the standard deviation of an ``n``-term inner product's rounding,
-    relative to ``|x|.|y|``, under independent mean-zero roundings."""
-    return n ** 0.5 * unit_roundoff(dtype)
+def accumulation_roundoff(dtype: torch.dtype, device: torch.device | str = "cpu") -> float:
+    """``u_acc``: the unit roundoff in which PyTorch accumulates matrix products and reductions of
+    ``dtype`` on ``device``. bfloat16 and float16 accumulate in float32 (CPU kernels always; CUDA
+    unless ``torch.backends.cuda.matmul.allow_{bf16,fp16}_reduced_precision_reduction`` is set,
+    which PyTorch documents as allowing reduced-precision accumulation); others in themselves."""
+    flag = {torch.bfloat16: "allow_bf16_reduced_precision_reduction",
+            torch.float16: "allow_fp16_reduced_precision_reduction"}.get(dtype)
+    if flag is None or (torch.device(device).type == "cuda"
+                        and getattr(torch.backends.cuda.matmul, flag, False)):
+        return unit_roundoff(dtype)
+    return unit_roundoff(torch.float32)
+
+
+def rho(n: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> float:
+    """``rho(n) = sqrt(n) u_acc``: the standard deviation of an ``n``-term inner product's
+    accumulated rounding, relative to the scale of its partial sums (:func:`sum_scale`), under
+    independent mean-zero roundings; the result's rounding to ``dtype`` (``u``) comes on top."""
+    return n ** 0.5 * accumulation_roundoff(dtype, device)
 
 
 def sum_scale(w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -99,7 +113,14 @@ def sum_scale(w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     line to their value plus a random walk of the terms (mean-square ``<= ||w_i∘z||^2 + (w_i.z)^2``);
     ``q <= sqrt(2) |W||z|``, and ``q`` is ``sqrt(d)`` times smaller than ``|W||z|`` for terms of
     random sign."""
+    w, z = wide(w), wide(z)
     return ((z * z) @ (w * w).T + (z @ w.T).square()).sqrt()
+
+
+def wide(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 at least: the error model's own arithmetic on bfloat16/float16 values
+    (whose squares overflow float16) runs in float32."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def abs_matvec(w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -212,8 +233,8 @@ def propagated_variance(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.
         except NotImplementedError:
             out = None
     if out is None:
-        jac = _reverse_jacobian(fn, inputs, entry_dims).square()
-        out = [(jac * torch.cat([sc.flatten(entry_dims) for sc in g], dim=-1).square()[..., None, :])
+        jac = wide(_reverse_jacobian(fn, inputs, entry_dims)).square()
+        out = [(jac * wide(torch.cat([sc.flatten(entry_dims) for sc in g], dim=-1)).square()[..., None, :])
                .sum((-2, -1)) for g in groups]
     if not all(torch.isfinite(v).all() for v in out):
         raise NonFiniteError("the Jacobian of the block's map is not finite here (a value overflowed "
@@ -228,7 +249,7 @@ def _probed_variance(fn, inputs, scales, entry_dims, probes):
         tangents = tuple(sc * (2 * torch.randint(0, 2, sc.shape, generator=gen, device=sc.device,
                                                   dtype=sc.dtype) - 1) for sc in scales)
         jv = torch.func.jvp(fn, inputs, tangents)[1]
-        total = total + jv.flatten(entry_dims).square().sum(-1)
+        total = total + wide(jv).flatten(entry_dims).square().sum(-1)
     return total / probes
 
 
@@ -249,34 +270,36 @@ def identity_bound(block, update, hs, s, y, *, entry_dims: int):
     map amplifies the rounding of its inputs).
     """
     first_layers, target, reference, left = block.first_layers(), update.target, update.reference, update.left
-    dt = y.dtype
+    dt, dev, y = y.dtype, y.device, wide(y)
     u = unit_roundoff(dt)
-    r_in = rho(target.z.shape[-1] + 3, dt)
-    r_map = rho(max(w.shape[0] for w, _ in first_layers) + 2, dt)
+    r_in = rho(target.z.shape[-1] + 3, dt, dev)
+    r_map = rho(max(w.shape[0] for w, _ in first_layers) + 2, dt, dev) + 2 * u
     side_t, side_u = [], []
     for (w, b), lf, h in zip(first_layers, left, hs):
-        acc_t = sum_scale(w, target.z)
-        acc_u = 2 * sum_scale(w, reference.z) + sum_scale(w, target.z - reference.z) + 3 * lf.abs()
+        acc_t = r_in * sum_scale(w, target.z) + u * h.abs()
+        acc_u = (r_in * (2 * sum_scale(w, reference.z) + sum_scale(w, target.z - reference.z))
+                 + 3 * (u + r_in) * lf.abs() + 2 * u * h.abs())
         if b is not None:
-            acc_t, acc_u = acc_t + b.abs(), acc_u + b.abs()
-        side_t.append(r_in * acc_t + r_map * h.abs())
-        side_u.append(r_in * acc_u + r_map * h.abs())
+            acc_t, acc_u = acc_t + u * b.abs(), acc_u + u * b.abs()
+        side_t.append(acc_t + r_map * h.abs())
+        side_u.append(acc_u + r_map * h.abs())
     inputs = list(hs)
     if s is not None:
         side_t.append(u * target.s.abs() + u * s.abs())
-        side_u.append(rho(2, dt) * (target.s.abs() + (target.s - reference.s).abs()) + u * s.abs())
+        side_u.append(2 * u * (target.s.abs() + (target.s - reference.s).abs()) + u * s.abs())
         inputs.append(s)
     k = len(hs)
     fn = (lambda *a: block.output(list(a[:k]), a[k])) if s is not None else \
         (lambda *a: block.output(list(a), None))
     var_t, var_u = propagated_variance(fn, inputs, [side_t, side_u], entry_dims=entry_dims)
     out = u * entry_norm(y, entry_dims=entry_dims)
-    out = out + rho(y.shape[-1] + 2, dt) * entry_norm(y if s is None else y - s, entry_dims=entry_dims)
+    out = out + (rho(y.shape[-1] + 2, dt, dev) + 2 * u) * entry_norm(y if s is None else y - wide(s),
+                                                                      entry_dims=entry_dims)
     out_sq = out.square()
     rounding_t = TAIL * (var_t + out_sq).sqrt()
     rounding_u = TAIL * (var_u + out_sq).sqrt()
     r_norm = entry_norm(*side_t, *side_u, entry_dims=entry_dims)
-    gain = ((var_t + var_u).sqrt() / r_norm.clamp_min(torch.finfo(dt).tiny))
+    gain = ((var_t + var_u).sqrt() / wide(r_norm).clamp_min(torch.finfo(y.dtype).tiny))
     return torch.hypot(rounding_t, rounding_u), {
         "rounding_target": rounding_t, "rounding_updated": rounding_u, "gain": gain}
 
