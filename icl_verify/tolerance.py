@@ -1,44 +1,34 @@
 """The error model: how far apart the two sides of each identity may be in floating point.
 
-Notation: ``u`` is the unit roundoff of the dtype (``finfo.eps / 2``), ``|A|`` the elementwise
-absolute value, ``d`` the width of ``z``, ``m`` the widest first matrix, ``d_out`` the width of
-the block's output. Two rounding constants:
+Notation: ``u`` is the unit roundoff of the dtype (``finfo.eps / 2``), ``u_acc`` the one in which
+PyTorch accumulates its products and reductions (float32 for bfloat16 and float16), ``|A|`` the
+elementwise absolute value, ``d`` the width of ``z``, ``m`` the widest first matrix, ``d_out``
+the width of the block's output. Two rounding constants:
 
 - ``gamma(n) = n u / (1 - n u)``, the worst-case relative error of an ``n``-term inner product
-  (Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1);
-- ``rho(n) = sqrt(n) u``, a bound on its *standard deviation* when the ``n`` roundings are
-  independent and mean zero (the model of Higham & Mary, SIAM J. Sci. Comput. 2019): the error
-  ``sum_k delta_k p_k`` with partial sums ``|p_k| <= |x|.|y|`` has variance ``<= n u^2 (|x|.|y|)^2``.
+  (Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1), kept by the matrix claims;
+- ``rho(n) = sqrt(n) u_acc``, a bound on its *standard deviation* relative to the scale of its
+  partial sums ``q(W, z) = sqrt((W∘W)(z∘z) + (W z)^2)``, when the roundings are independent and
+  mean zero (Higham & Mary, SIAM J. Sci. Comput. 2019) and the partial sums stay within a random
+  walk of the terms around the line to the value; the result's rounding to the dtype adds ``u``.
 
 **Identity (every claim on a block's output).** The target side computes ``h_t = fl(W z_t + b)``
-and ``y_t = fl(output(h_t, s_t))``; the updated side computes ``dz = fl(z_t - z_r)``,
-``left = fl(W dz)``, ``right = fl(z_r / ||z_r||^2)``, ``h_u`` by the dense or the factored form,
-``s_u = s_r + fl(s_t - s_r)`` and ``y_u = fl(output(h_u, s_u))``. In exact arithmetic
-``y_t = y_u``. Every rounding is a perturbation of one component of the map's inputs or output,
-with a standard deviation bounded componentwise (first order, per side, then summed):
+and ``y_t = fl(output(h_t, s_t))``; the updated side ``left = fl(W (z_t - z_r))``,
+``right = fl(z_r / ||z_r||^2)``, ``h_u`` (dense or factored), ``s_u = s_r + fl(s_t - s_r)`` and
+``y_u = fl(output(h_u, s_u))``. In exact arithmetic ``y_t = y_u``. Every rounding of a side is a
+perturbation of one input of the map ``(hs, s) -> output(hs, s)`` (or of its output), with a
+standard deviation bounded componentwise, per side (:func:`identity_bound` lists the terms:
+pre-activations ``rho(d + 3) q + u |h|``, the network's own rounding as a backward perturbation
+``(rho(m + 2) + 2u) |h|``, the bypass ``u |s|`` terms, the output ``u ||y|| + rho(d_out + 2) ||y - s||``).
+With ``J`` the map's Jacobian at the updated side's point, to first order
 
-- pre-activations: ``r_h = rho(d + 3) (|W||z_t| + 2|W||z_r| + |W||z_t - z_r| + 2|b| + 3|left|)``
-  (the same term-by-term count as the worst-case derivation, which gives ``gamma(d + 3)``), plus
-  ``sqrt(2) rho(m + 2) |h_u|``: the rounding inside the network, as a backward perturbation of its
-  input (matrix products, norms and pointwise functions are backward stable), one per side;
-- bypass: ``r_s = rho(2) (|s_t| + |s_t - s_r|) + sqrt(2) u |s_u|`` (the shift, its addition, and the
-  one rounding of the addition ``s + f`` after the network, per side);
-- output: ``sqrt(2) rho(d_out + 2) ||y_u||`` (the last operation, and a post-norm's statistics).
+    E ||y_t - y_u||^2 <= ||J diag(r_t)||_F^2 + ||J diag(r_u)||_F^2 + 2 ||r_out||^2 =: V,
 
-With ``J`` the Jacobian of ``(hs, s) -> output(hs, s)`` at the updated side's point, the output
-difference is, to first order, ``J delta + delta_out`` with independent mean-zero components, so
-``E ||y_t - y_u||^2 <= ||J diag(r)||_F^2 + ||r_out||^2 =: V``. The tolerance is
-
-    TAIL * sqrt(V),       TAIL = 5,
-
-a bound that fails with probability at most ``1 / TAIL^2`` by Markov's inequality on the squared
-norm, and ``~exp(-(TAIL - 1)^2 / 2)`` when the sum concentrates (many independent roundings).
-``||J diag(r)||_F`` is exact (reverse mode, one row per output component) for outputs up to
-``EXACT_WIDTH`` wide; wider outputs (real models) use ``PROBES`` Rademacher probes
-``E ||J diag(r) xi||^2 = ||J diag(r)||_F^2`` (one forward-mode jvp each, from a fixed seed).
-Against the worst-case first-order model (``gamma`` and the spectral norm times ``||tau||``)
-this removes a factor ``sqrt(n)`` per inner product and the alignment of the rounding with the
-top singular vector, which together made the tolerance 4e4 times the error on a 576-wide model.
+and the tolerance is ``TAIL sqrt(V)``, ``TAIL = 5`` (exceeded with probability <= 1/25 by Markov's
+inequality, about ``exp(-(TAIL - 1)^2 / 2)`` when the sum concentrates). ``||J diag(r)||_F`` is
+exact (reverse mode) for outputs up to ``EXACT_WIDTH`` wide, else estimated with Rademacher probes
+(one jvp per side). No power iteration; no ``sqrt(n)`` or alignment slack, which made the old
+worst-case tolerance 4e4 times the error on a 576-wide model.
 
 **Stacks.** Block ``l`` adds its own tolerance ``tol_l`` and amplifies what arrives by
 ``sigma_l``, the norm of the Jacobian of the updated block's map from the query representation
@@ -48,11 +38,11 @@ to its output: ``E_l = sigma_l E_{l-1} + tol_l``, ``E_0 = 0`` (worst-case in the
 and SGD steps, the elementwise worst-case bounds are given in :mod:`icl_verify.claims`; their
 Frobenius norm is compared with the Frobenius norm of the difference.
 
-The same derivation serves float64, float32, bfloat16 and float16: only ``u`` changes. Not
-covered: second-order terms (``rho(n)`` must stay well below 1), rounding that is correlated
-across components (for example one bad norm statistic scaling a whole output), and values that
-overflow (they raise :class:`~icl_verify.errors.NonFiniteError`). docs/error-model.md has the
-derivation and the measured error/tolerance ratios.
+The same derivation serves float64, float32, bfloat16 and float16: only ``u`` and ``u_acc``
+change. Not covered: second-order terms, rounding correlated across components (one rounded norm
+statistic scaling a whole output), and overflow (it raises
+:class:`~icl_verify.errors.NonFiniteError`). docs/error-model.md has the derivation, the choices
+weighed and the measured error/tolerance ratios.
 """
 from __future__ import annotations
 
@@ -106,15 +96,16 @@ def rho(n: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> float
     return n ** 0.5 * accumulation_roundoff(dtype, device)
 
 
-def sum_scale(w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``q(W, z) = sqrt((W∘W)(z∘z) + (W z)^2)``: ``w`` ``(m, d)``, ``z`` ``(..., d)`` -> ``(..., m)``.
+def sum_scale(w2: torch.Tensor, z: torch.Tensor, wz: torch.Tensor) -> torch.Tensor:
+    """``q(W, z) = sqrt((W∘W)(z∘z) + (W z)^2)`` from ``w2 = W∘W`` ``(m, d)``, ``z`` ``(..., d)`` and
+    ``wz = W z`` ``(..., m)`` (at hand in every claim): ``(..., m)``.
 
     The scale of the partial sums of each inner product ``w_i . z`` when they follow the straight
     line to their value plus a random walk of the terms (mean-square ``<= ||w_i∘z||^2 + (w_i.z)^2``);
     ``q <= sqrt(2) |W||z|``, and ``q`` is ``sqrt(d)`` times smaller than ``|W||z|`` for terms of
     random sign."""
-    w, z = wide(w), wide(z)
-    return ((z * z) @ (w * w).T + (z @ w.T).square()).sqrt()
+    z = wide(z)
+    return ((z * z) @ w2.T + wide(wz).square()).sqrt()
 
 
 def wide(t: torch.Tensor) -> torch.Tensor:
@@ -126,21 +117,6 @@ def wide(t: torch.Tensor) -> torch.Tensor:
 def abs_matvec(w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """``|W| |z|``: ``w`` ``(m, d)``, ``z`` ``(..., d)`` -> ``(..., m)``."""
     return z.abs() @ w.abs().T
-
-
-def pre_activation_bound(w: torch.Tensor, b: torch.Tensor | None, z_t: torch.Tensor,
-                         z_r: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
-    """``tau_h`` of the module docstring, componentwise: ``(..., m)``."""
-    g = gamma(w.shape[1] + 3, w.dtype)
-    acc = abs_matvec(w, z_t) + 2 * abs_matvec(w, z_r) + abs_matvec(w, z_t - z_r) + 3 * left.abs()
-    if b is not None:
-        acc = acc + 2 * b.abs()
-    return g * acc
-
-
-def bypass_bound(s_t: torch.Tensor, s_r: torch.Tensor) -> torch.Tensor:
-    """``tau_s = gamma(2) (|s_t| + |s_t - s_r|)``: ``(..., d_out)``."""
-    return gamma(2, s_t.dtype) * (s_t.abs() + (s_t - s_r).abs())
 
 
 def spectral_norm(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor], *,
@@ -276,9 +252,13 @@ def identity_bound(block, update, hs, s, y, *, entry_dims: int):
     r_map = rho(max(w.shape[0] for w, _ in first_layers) + 2, dt, dev) + 2 * u
     side_t, side_u = [], []
     for (w, b), lf, h in zip(first_layers, left, hs):
-        acc_t = r_in * sum_scale(w, target.z) + u * h.abs()
-        acc_u = (r_in * (2 * sum_scale(w, reference.z) + sum_scale(w, target.z - reference.z))
-                 + 3 * (u + r_in) * lf.abs() + 2 * u * h.abs())
+        # W z_t = W z_r + left = h - b in exact arithmetic: first-order scales need no new product;
+        # q(W, z_t) <= q(W, z_r) + q(W, z_t - z_r) (triangle inequality on the random-walk part)
+        w2 = wide(w).square()
+        wz_r = h - lf if b is None else h - b - lf
+        q_r, q_d = sum_scale(w2, reference.z, wz_r), sum_scale(w2, target.z - reference.z, lf)
+        acc_t = r_in * (q_r + q_d) + u * h.abs()
+        acc_u = r_in * (2 * q_r + q_d) + 3 * (u + r_in) * lf.abs() + 2 * u * h.abs()
         if b is not None:
             acc_t, acc_u = acc_t + u * b.abs(), acc_u + u * b.abs()
         side_t.append(acc_t + r_map * h.abs())
@@ -302,7 +282,6 @@ def identity_bound(block, update, hs, s, y, *, entry_dims: int):
     gain = ((var_t + var_u).sqrt() / wide(r_norm).clamp_min(torch.finfo(y.dtype).tiny))
     return torch.hypot(rounding_t, rounding_u), {
         "rounding_target": rounding_t, "rounding_updated": rounding_u, "gain": gain}
-
 
 
 def entry_norm(*tensors: torch.Tensor | None, entry_dims: int) -> torch.Tensor:
