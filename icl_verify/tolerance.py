@@ -186,7 +186,7 @@ def _reverse_jacobian(fn, inputs, entry_dims):
 
 
 def _reverse_jacobian_norm(fn, inputs, entry_dims):
-    return torch.linalg.matrix_norm(_reverse_jacobian(fn, inputs, entry_dims), ord=2)
+    return torch.linalg.matrix_norm(wide(_reverse_jacobian(fn, inputs, entry_dims)), ord=2)
 
 
 def propagated_variance(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor],

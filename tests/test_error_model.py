@@ -85,3 +85,16 @@ def test_jacobian_overflow_is_a_typed_error():
     x = torch.full((1, 3), 1e30, dtype=torch.float32)
     with pytest.raises(NonFiniteError, match="not finite"):
         tolerance.spectral_norm(lambda v: v * v * v, [x], entry_dims=1)
+
+
+def test_verify_runs_in_low_precision_and_reports_terms():
+    """``icl-verify verify --dtype bfloat16 --dtype float16``: every claim passes on a block and its
+    stack, and the identity rows carry the tolerance's terms."""
+    from icl_verify.verify import Sizes, run_verify
+
+    rows = run_verify(["gru"], ["pre_ln"], ["bfloat16", "float16"], Sizes(), progress=False)
+    assert rows and all(r.passed for r in rows)
+    theorem = [r for r in rows if r.claim == "theorem"]
+    assert all({"rounding_target", "rounding_updated", "gain"} <= set(r.terms) for r in theorem)
+    assert all(abs(r.tolerance - (r.terms["rounding_target"] ** 2 + r.terms["rounding_updated"] ** 2) ** 0.5)
+               <= 1e-3 * r.tolerance for r in theorem)
