@@ -5,7 +5,7 @@ property suite and the benchmarks all call these, so every claim has one impleme
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -33,12 +33,15 @@ class Check:
         error: ``||lhs - rhs||`` per entry, shape ``(...)``.
         tolerance: the error model's bound per entry, same shape.
         scale: the size of the compared quantity per entry (for relative errors).
+        terms: what the tolerance is made of, per entry (same shape), by name (see
+            :func:`icl_verify.tolerance.identity_bound`); empty where not broken down.
     """
 
     claim: str
     error: torch.Tensor
     tolerance: torch.Tensor
     scale: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def ratio(self) -> torch.Tensor:
@@ -75,8 +78,10 @@ class Check:
 
 
 def _combine(claim: str, checks: list[Check]) -> Check:
-    return Check(claim, *(torch.cat([getattr(c, f).reshape(-1) for c in checks])
-                          for f in ("error", "tolerance", "scale")))
+    cat = lambda ts: torch.cat([t.reshape(-1) for t in ts])  # noqa: E731
+    names = set.intersection(*(set(c.terms) for c in checks)) if checks else set()
+    return Check(claim, *(cat([getattr(c, f) for c in checks]) for f in ("error", "tolerance", "scale")),
+                 {n: cat([c.terms[n] for c in checks]) for n in sorted(names)})
 
 
 def identity(block: ContextualBlock, update: ImplicitUpdate, *, claim: str = "identity",
@@ -87,25 +92,9 @@ def identity(block: ContextualBlock, update: ImplicitUpdate, *, claim: str = "id
         hs, s = updated_inputs(block, update, dense=dense)
         y_u = block.output(hs, s)
     lead = update.right.ndim - 1
-    k = len(hs)
-    taus = [tol.pre_activation_bound(w, b, update.target.z, update.reference.z, u)
-            for (w, b), u in zip(block.first_layers(), update.left)]
-    if s is not None:
-        taus.append(tol.bypass_bound(update.target.s, update.reference.s))
-
-    # the map's sensitivity to the pre-activations and to the bypass, separately: the bypass
-    # (a residual stream) can be far larger than hs while its Jacobian is often the identity
-    sigma_h = tol.spectral_norm(lambda *h: block.output(list(h), s), hs, entry_dims=lead)
-    m = max(w.shape[0] for w, _ in block.first_layers())
-    g = tol.gamma(m + 2, y_u.dtype)
-    bound = (sigma_h * (tol.entry_norm(*taus[:k], entry_dims=lead) + 2 * g * tol.entry_norm(*hs, entry_dims=lead))
-             + 2 * g * tol.entry_norm(y_u, entry_dims=lead))
-    if s is not None:
-        sigma_s = tol.spectral_norm(lambda b: block.output(hs, b), [s], entry_dims=lead)
-        bound = bound + sigma_s * (tol.entry_norm(taus[k], entry_dims=lead)
-                                   + 2 * g * tol.entry_norm(s, entry_dims=lead))
+    bound, terms = tol.identity_bound(block, update, hs, s, y_u, entry_dims=lead)
     err = tol.entry_norm(y_t - y_u, entry_dims=lead)
-    return Check(claim, err, bound, tol.entry_norm(y_t, entry_dims=lead))
+    return Check(claim, err, bound, tol.entry_norm(y_t, entry_dims=lead), terms)
 
 
 def theorem(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,

@@ -33,6 +33,7 @@ from torch.nn import functional as F
 from . import claims
 from .adapters import AdaptedLM, adapt_causal_lm
 from .blocks import Decomposition
+from .errors import DTypeError, NonFiniteError
 from .registry import Registry
 from .updates import ImplicitUpdate, apply_update, general_update, position_updates, run_stack_updated
 
@@ -183,7 +184,8 @@ def _combined(update: ImplicitUpdate) -> torch.Tensor:
     return update.norms().square().sum(-1).sqrt()
 
 
-def identity_errors(lm: AdaptedLM, ids: torch.Tensor, *, dense: bool = False, progress: bool = False):
+def identity_errors(lm: AdaptedLM, ids: torch.Tensor, *, dense: bool = False, progress: bool = False,
+                    terms: dict | None = None):
     """Identity errors at every layer and position (:func:`icl_verify.claims.identity`, the
     check every other command uses), and the last position's updates.
 
@@ -192,7 +194,9 @@ def identity_errors(lm: AdaptedLM, ids: torch.Tensor, *, dense: bool = False, pr
     token's layer input alone), and ``updates[l]`` the update of layer ``l`` at the last position
     (leading dims ``(1,)``). The last position always uses the materialised ``W + dW``; the
     others too with ``dense=True``, else the factored form ``W z + u (r . z)`` (the same matrix,
-    without a ``(m, d)`` copy per position).
+    without a ``(m, d)`` copy per position). ``terms``, if given, receives ``(L, T)`` tensors: the
+    tolerance and its terms (:func:`icl_verify.tolerance.identity_bound`), relative to ``||y_C||``
+    like the errors.
     """
     from tqdm.auto import tqdm
 
@@ -209,6 +213,13 @@ def identity_errors(lm: AdaptedLM, ids: torch.Tensor, *, dense: bool = False, pr
         errors.append(err / scale)
         ratios.append(err / tol)
         last.append(upd[:, -1])
+        if terms is not None:
+            parts = {"tolerance": tol, **{n: torch.cat([check.terms[n][:, :-1], answer.terms[n]], dim=1)[0]
+                                          for n in check.terms}}
+            for n, t in parts.items():
+                terms.setdefault(n, []).append(t if n == "gain" else t / scale)
+    if terms is not None:
+        terms.update({n: torch.stack(ts) for n, ts in terms.items()})
     return torch.stack(errors), torch.stack(ratios), last
 
 
@@ -320,6 +331,7 @@ class Analysis:
     answer: str = ""
     predicted: str = ""
     through_model: dict[str, dict] = field(default_factory=dict)  # dtype name -> through_model_check
+    terms: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # dtype -> term -> (L, T)
 
 
 def analyse(model, tokenizer, prompt: Prompt, *, dtypes=("float32", "float64"), dense: bool = False,
@@ -333,14 +345,19 @@ def analyse(model, tokenizer, prompt: Prompt, *, dtypes=("float32", "float64"), 
     original = next(model.parameters()).dtype
     device = next(model.parameters()).device
     ids = prompt.ids().to(device)
-    errors, ratios, checks, through = {}, {}, {}, {}
+    errors, ratios, checks, through, terms = {}, {}, {}, {}, {}
     try:
         with torch.no_grad():
             for name in dtypes:
-                model.to(getattr(torch, name))
-                lm = adapt_causal_lm(model)
-                errors[name], ratios[name], last = identity_errors(lm, ids, dense=dense, progress=progress)
-                checks[name] = query_alone_check(lm, ids, last)
+                try:
+                    model.to(getattr(torch, name))
+                    lm = adapt_causal_lm(model)
+                    terms[name] = {}
+                    errors[name], ratios[name], last = identity_errors(lm, ids, dense=dense, progress=progress,
+                                                                       terms=terms[name])
+                    checks[name] = query_alone_check(lm, ids, last)
+                except (RuntimeError, NonFiniteError) as exc:
+                    raise DTypeError(f"the model cannot run in {name} on {device}: {exc}") from exc
                 if through_model:
                     through[name] = through_model_check(lm, ids, last)
                 norms = torch.stack([_combined(u).reshape(()) for u in last])
@@ -361,4 +378,5 @@ def analyse(model, tokenizer, prompt: Prompt, *, dtypes=("float32", "float64"), 
         answer=tokenizer.decode(prompt.answer[:1]) if prompt.answer else "",
         predicted=tokenizer.decode([checks[dtypes[-1]]["argmax_full"]]),
         through_model=through,
+        terms={k: {n: cpu(t) for n, t in v.items()} for k, v in terms.items()},
     )

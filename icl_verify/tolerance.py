@@ -1,45 +1,48 @@
 """The error model: how far apart the two sides of each identity may be in floating point.
 
-Notation: ``u`` is the unit roundoff of the dtype (``finfo.eps / 2``), ``gamma(n) = n u / (1 - n u)``
-(Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1), ``|A|`` the elementwise
-absolute value, ``d`` the width of ``z``, ``m`` the widest first matrix.
+Notation: ``u`` is the unit roundoff of the dtype (``finfo.eps / 2``), ``u_acc`` the one in which
+PyTorch accumulates its products and reductions (float32 for bfloat16 and float16), ``|A|`` the
+elementwise absolute value, ``d`` the width of ``z``, ``m`` the widest first matrix, ``d_out``
+the width of the block's output. Two rounding constants:
 
-**Pre-activations.** The target side computes ``h_t = fl(W z_t + b)``. The updated side
-computes ``dz = fl(z_t - z_r)``, ``left = fl(W dz)``, ``right = fl(z_r / fl(||z_r||^2))``,
-then either ``fl((W + left right^T) z_r + b)`` (dense) or ``fl(W z_r + b) + left fl(right . z_r)``
-(factored). In exact arithmetic both equal ``W z_t + b``. Bounding each rounding to first order
-(inner products of length ``d`` cost ``gamma(d)``, ``right . z_r = 1 + theta(d+1)``, and
-``|W + dW| |z_r| <= |W| |z_r| + |left|`` because ``|right| . |z_r| = 1``) gives, componentwise,
+- ``gamma(n) = n u / (1 - n u)``, the worst-case relative error of an ``n``-term inner product
+  (Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1), kept by the matrix claims;
+- ``rho(n) = sqrt(n) u_acc``, a bound on its *standard deviation* relative to the scale of its
+  partial sums ``q(W, z) = sqrt((W∘W)(z∘z) + (W z)^2)``, when the roundings are independent and
+  mean zero (Higham & Mary, SIAM J. Sci. Comput. 2019) and the partial sums stay within a random
+  walk of the terms around the line to the value; the result's rounding to the dtype adds ``u``.
 
-    |h_t - h_u| <= gamma(d + 3) (|W||z_t| + 2|W||z_r| + |W||z_t - z_r| + 2|b| + 3|left|)  =: tau_h
+**Identity (every claim on a block's output).** The target side computes ``h_t = fl(W z_t + b)``
+and ``y_t = fl(output(h_t, s_t))``; the updated side ``left = fl(W (z_t - z_r))``,
+``right = fl(z_r / ||z_r||^2)``, ``h_u`` (dense or factored), ``s_u = s_r + fl(s_t - s_r)`` and
+``y_u = fl(output(h_u, s_u))``. In exact arithmetic ``y_t = y_u``. Every rounding of a side is a
+perturbation of one input of the map ``(hs, s) -> output(hs, s)`` (or of its output), with a
+standard deviation bounded componentwise, per side (:func:`identity_bound` lists the terms:
+pre-activations ``rho(d + 3) q + u |h|``, the network's own rounding as a backward perturbation
+``(rho(m + 2) + 2u) |h|``, the bypass ``u |s|`` terms, the output ``u ||y|| + rho(d_out + 2) ||y - s||``).
+With ``J`` the map's Jacobian at the updated side's point, to first order
 
-for both evaluation orders. The bypass ``s_r + fl(s_t - s_r)`` is within
-``tau_s = gamma(2) (|s_t| + |s_t - s_r|)`` of ``s_t``.
+    E ||y_t - y_u||^2 <= ||J diag(r_t)||_F^2 + ||J diag(r_u)||_F^2 + 2 ||r_out||^2 =: V,
 
-**Outputs.** Both sides then pass through the same map ``y = output(hs, s)`` (the rest of the
-network, the bypass addition, a post-norm). To first order, with ``J_h`` and ``J_s`` the
-Jacobians of that map with respect to the pre-activations and to the bypass at the updated
-side's point, and ``sigma_h``, ``sigma_s`` their largest singular values (exact from the Jacobian
-for narrow outputs, else power iteration on autograd's jvp/vjp),
+and the tolerance is ``TAIL sqrt(V)``, ``TAIL = 5`` (exceeded with probability <= 1/25 by Markov's
+inequality, about ``exp(-(TAIL - 1)^2 / 2)`` when the sum concentrates). ``||J diag(r)||_F`` is
+exact (reverse mode) for outputs up to ``EXACT_WIDTH`` wide, else estimated with Rademacher probes
+(one jvp per side). No power iteration; no ``sqrt(n)`` or alignment slack, which made the old
+worst-case tolerance 4e4 times the error on a 576-wide model.
 
-    ||y_t - y_u|| <= sigma_h (||tau_h|| + 2 gamma(m + 2) ||h_u||)
-                   + sigma_s (||tau_s|| + 2 gamma(m + 2) ||s_u||) + 2 gamma(m + 2) ||y_u||
-
-where the ``gamma(m + 2)`` terms are the rounding of evaluating the map itself on each side,
-modelled as a relative perturbation of its inputs and of its output (backward stability of
-matrix products, norms and pointwise functions). Bounding ``J_h`` and ``J_s`` apart matters for
-real models, whose residual stream ``s`` is often far larger than ``h`` (SmolLM2: ``||s||`` up to
-2e4 against ``||h|| < 400``) while ``J_s`` is the identity or a norm's Jacobian.
-
-**Stacks.** Block ``l`` adds its own error ``tol_l`` (above, at its with-context input) and
-amplifies what arrives by ``sigma_l``, the norm of the Jacobian of the updated block's map from
-the query representation to its output: ``E_l = sigma_l E_{l-1} + tol_l``, ``E_0 = 0``.
+**Stacks.** Block ``l`` adds its own tolerance ``tol_l`` and amplifies what arrives by
+``sigma_l``, the norm of the Jacobian of the updated block's map from the query representation
+to its output: ``E_l = sigma_l E_{l-1} + tol_l``, ``E_0 = 0`` (worst-case in the propagation).
 
 **Matrices.** For increments ``W'_{i+1} - W'_i`` against ``(W dz_i) right^T``, telescoping sums
-and SGD steps, the elementwise bounds are given in the functions below; their Frobenius norm is
-compared with the Frobenius norm of the difference.
+and SGD steps, the elementwise worst-case bounds are given in :mod:`icl_verify.claims`; their
+Frobenius norm is compared with the Frobenius norm of the difference.
 
-The same derivation serves float32 and float64: only ``u`` changes.
+The same derivation serves float64, float32, bfloat16 and float16: only ``u`` and ``u_acc``
+change. Not covered: second-order terms, rounding correlated across components (one rounded norm
+statistic scaling a whole output), and overflow (it raises
+:class:`~icl_verify.errors.NonFiniteError`). docs/error-model.md has the derivation, the choices
+weighed and the measured error/tolerance ratios.
 """
 from __future__ import annotations
 
@@ -63,24 +66,57 @@ def gamma(n: int, dtype: torch.dtype) -> float:
     return nu / (1 - nu)
 
 
+TAIL = 5.0
+"""``lambda``: the tolerance is ``TAIL`` standard deviations of the modelled rounding."""
+
+EXACT_WIDTH = 64
+"""Outputs up to this width get the exact Jacobian (reverse mode); wider ones random probes."""
+
+PROBES = 2
+"""Rademacher probes of ``||J diag(r)||_F^2`` for outputs wider than :data:`EXACT_WIDTH`."""
+
+
+def accumulation_roundoff(dtype: torch.dtype, device: torch.device | str = "cpu") -> float:
+    """``u_acc``: the unit roundoff in which PyTorch accumulates matrix products and reductions of
+    ``dtype`` on ``device``. bfloat16 and float16 accumulate in float32 (CPU kernels always; CUDA
+    unless ``torch.backends.cuda.matmul.allow_{bf16,fp16}_reduced_precision_reduction`` is set,
+    which PyTorch documents as allowing reduced-precision accumulation); others in themselves."""
+    flag = {torch.bfloat16: "allow_bf16_reduced_precision_reduction",
+            torch.float16: "allow_fp16_reduced_precision_reduction"}.get(dtype)
+    if flag is None or (torch.device(device).type == "cuda"
+                        and getattr(torch.backends.cuda.matmul, flag, False)):
+        return unit_roundoff(dtype)
+    return unit_roundoff(torch.float32)
+
+
+def rho(n: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> float:
+    """``rho(n) = sqrt(n) u_acc``: the standard deviation of an ``n``-term inner product's
+    accumulated rounding, relative to the scale of its partial sums (:func:`sum_scale`), under
+    independent mean-zero roundings; the result's rounding to ``dtype`` (``u``) comes on top."""
+    return n ** 0.5 * accumulation_roundoff(dtype, device)
+
+
+def sum_scale(w2: torch.Tensor, z: torch.Tensor, wz: torch.Tensor) -> torch.Tensor:
+    """``q(W, z) = sqrt((W∘W)(z∘z) + (W z)^2)`` from ``w2 = W∘W`` ``(m, d)``, ``z`` ``(..., d)`` and
+    ``wz = W z`` ``(..., m)`` (at hand in every claim): ``(..., m)``.
+
+    The scale of the partial sums of each inner product ``w_i . z`` when they follow the straight
+    line to their value plus a random walk of the terms (mean-square ``<= ||w_i∘z||^2 + (w_i.z)^2``);
+    ``q <= sqrt(2) |W||z|``, and ``q`` is ``sqrt(d)`` times smaller than ``|W||z|`` for terms of
+    random sign."""
+    z = wide(z)
+    return ((z * z) @ w2.T + wide(wz).square()).sqrt()
+
+
+def wide(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 at least: the error model's own arithmetic on bfloat16/float16 values
+    (whose squares overflow float16) runs in float32."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def abs_matvec(w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """``|W| |z|``: ``w`` ``(m, d)``, ``z`` ``(..., d)`` -> ``(..., m)``."""
     return z.abs() @ w.abs().T
-
-
-def pre_activation_bound(w: torch.Tensor, b: torch.Tensor | None, z_t: torch.Tensor,
-                         z_r: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
-    """``tau_h`` of the module docstring, componentwise: ``(..., m)``."""
-    g = gamma(w.shape[1] + 3, w.dtype)
-    acc = abs_matvec(w, z_t) + 2 * abs_matvec(w, z_r) + abs_matvec(w, z_t - z_r) + 3 * left.abs()
-    if b is not None:
-        acc = acc + 2 * b.abs()
-    return g * acc
-
-
-def bypass_bound(s_t: torch.Tensor, s_r: torch.Tensor) -> torch.Tensor:
-    """``tau_s = gamma(2) (|s_t| + |s_t - s_r|)``: ``(..., d_out)``."""
-    return gamma(2, s_t.dtype) * (s_t.abs() + (s_t - s_r).abs())
 
 
 def spectral_norm(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor], *,
@@ -131,7 +167,8 @@ def _power_iteration(fn, inputs, entry_dims, iterations):
     return sigma
 
 
-def _reverse_jacobian_norm(fn, inputs, entry_dims):
+def _reverse_jacobian(fn, inputs, entry_dims):
+    """The Jacobian of ``fn`` at ``inputs``, one reverse pass per output component: ``(*E, p, n)``."""
     xs = tuple(x.clone().requires_grad_(True) for x in inputs)
     with torch.enable_grad():
         y = fn(*xs)
@@ -142,8 +179,109 @@ def _reverse_jacobian_norm(fn, inputs, entry_dims):
             rows.append(torch.cat([(torch.zeros_like(x) if g is None else g).flatten(entry_dims)
                                    for g, x in zip(grads, xs)], dim=-1))
     jac = torch.stack(rows, dim=-2)  # (*E, p, n)
-    return torch.linalg.matrix_norm(jac, ord=2)
+    if not torch.isfinite(jac).all():
+        raise NonFiniteError("the Jacobian of the block's map is not finite here (a value overflowed "
+                             f"in {jac.dtype}): the error model cannot bound the rounding")
+    return jac
 
+
+def _reverse_jacobian_norm(fn, inputs, entry_dims):
+    return torch.linalg.matrix_norm(wide(_reverse_jacobian(fn, inputs, entry_dims)), ord=2)
+
+
+def propagated_variance(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor],
+                        groups: Sequence[Sequence[torch.Tensor]], *, entry_dims: int) -> list[torch.Tensor]:
+    """``||J diag(r_g)||_F^2`` per entry ``(*E,)`` for each group ``g`` of scales: ``J`` the
+    Jacobian of ``fn`` at ``inputs`` (each ``(*E, n_j)``), ``r_g`` the concatenation of
+    ``groups[g]`` (one tensor per input, same shapes).
+
+    Exact from the reverse-mode Jacobian when the output is at most :data:`EXACT_WIDTH` wide or
+    has no forward-mode derivative; else ``||J (r_g * xi)||^2`` averaged over
+    ``max(1, PROBES // len(groups))`` Rademacher vectors ``xi`` from a fixed seed (unbiased)."""
+    inputs = tuple(x.detach() for x in inputs)
+    with torch.no_grad():
+        width = fn(*inputs).flatten(entry_dims).shape[-1]
+    out = None
+    if width > EXACT_WIDTH:
+        try:
+            out = [_probed_variance(fn, inputs, g, entry_dims, max(1, PROBES // len(groups)))
+                   for g in groups]
+        except NotImplementedError:
+            out = None
+    if out is None:
+        jac = wide(_reverse_jacobian(fn, inputs, entry_dims)).square()
+        out = [(jac * wide(torch.cat([sc.flatten(entry_dims) for sc in g], dim=-1)).square()[..., None, :])
+               .sum((-2, -1)) for g in groups]
+    if not all(torch.isfinite(v).all() for v in out):
+        raise NonFiniteError("the Jacobian of the block's map is not finite here (a value overflowed "
+                             f"in {inputs[0].dtype}): the error model cannot bound the rounding")
+    return out
+
+
+def _probed_variance(fn, inputs, scales, entry_dims, probes):
+    gen = torch.Generator(device=inputs[0].device).manual_seed(0)
+    total = 0
+    for _ in range(probes):
+        tangents = tuple(sc * (2 * torch.randint(0, 2, sc.shape, generator=gen, device=sc.device,
+                                                  dtype=sc.dtype) - 1) for sc in scales)
+        jv = torch.func.jvp(fn, inputs, tangents)[1]
+        total = total + wide(jv).flatten(entry_dims).square().sum(-1)
+    return total / probes
+
+
+def identity_bound(block, update, hs, s, y, *, entry_dims: int):
+    """The identity's tolerance ``TAIL sqrt(V)`` of the module docstring, and its terms.
+
+    Args:
+        block: the :class:`~icl_verify.blocks.ContextualBlock` (its ``first_layers`` ``W_k``
+            ``(m_k, d)``, and its map ``output(hs, s)``).
+        update: the :class:`~icl_verify.updates.ImplicitUpdate` (target and reference ``z``
+            ``(*E, d)`` and ``s`` ``(*E, d_out)``, left factors ``(*E, m_k)``).
+        hs, s: the updated side's pre-activations and bypass (the map's inputs, ``(*E, .)``).
+        y: the updated side's output ``(*E, d_out)``.
+
+    Returns ``(tolerance, terms)``: ``(*E,)`` and a dict of ``(*E,)`` tensors: ``rounding_target``
+    and ``rounding_updated`` (``TAIL`` standard deviations of each side's rounding, propagated; the
+    tolerance is their root sum of squares) and ``gain`` (``||J diag(r)||_F / ||r||``: how much the
+    map amplifies the rounding of its inputs).
+    """
+    first_layers, target, reference, left = block.first_layers(), update.target, update.reference, update.left
+    dt, dev, y = y.dtype, y.device, wide(y)
+    u = unit_roundoff(dt)
+    r_in = rho(target.z.shape[-1] + 3, dt, dev)
+    r_map = rho(max(w.shape[0] for w, _ in first_layers) + 2, dt, dev) + 2 * u
+    side_t, side_u = [], []
+    for (w, b), lf, h in zip(first_layers, left, hs):
+        # W z_t = W z_r + left = h - b in exact arithmetic: first-order scales need no new product;
+        # q(W, z_t) <= q(W, z_r) + q(W, z_t - z_r) (triangle inequality on the random-walk part)
+        w2 = wide(w).square()
+        wz_r = h - lf if b is None else h - b - lf
+        q_r, q_d = sum_scale(w2, reference.z, wz_r), sum_scale(w2, target.z - reference.z, lf)
+        acc_t = r_in * (q_r + q_d) + u * h.abs()
+        acc_u = r_in * (2 * q_r + q_d) + 3 * (u + r_in) * lf.abs() + 2 * u * h.abs()
+        if b is not None:
+            acc_t, acc_u = acc_t + u * b.abs(), acc_u + u * b.abs()
+        side_t.append(acc_t + r_map * h.abs())
+        side_u.append(acc_u + r_map * h.abs())
+    inputs = list(hs)
+    if s is not None:
+        side_t.append(u * target.s.abs() + u * s.abs())
+        side_u.append(2 * u * (target.s.abs() + (target.s - reference.s).abs()) + u * s.abs())
+        inputs.append(s)
+    k = len(hs)
+    fn = (lambda *a: block.output(list(a[:k]), a[k])) if s is not None else \
+        (lambda *a: block.output(list(a), None))
+    var_t, var_u = propagated_variance(fn, inputs, [side_t, side_u], entry_dims=entry_dims)
+    out = u * entry_norm(y, entry_dims=entry_dims)
+    out = out + (rho(y.shape[-1] + 2, dt, dev) + 2 * u) * entry_norm(y if s is None else y - wide(s),
+                                                                      entry_dims=entry_dims)
+    out_sq = out.square()
+    rounding_t = TAIL * (var_t + out_sq).sqrt()
+    rounding_u = TAIL * (var_u + out_sq).sqrt()
+    r_norm = entry_norm(*side_t, *side_u, entry_dims=entry_dims)
+    gain = ((var_t + var_u).sqrt() / wide(r_norm).clamp_min(torch.finfo(y.dtype).tiny))
+    return torch.hypot(rounding_t, rounding_u), {
+        "rounding_target": rounding_t, "rounding_updated": rounding_u, "gain": gain}
 
 
 def entry_norm(*tensors: torch.Tensor | None, entry_dims: int) -> torch.Tensor:

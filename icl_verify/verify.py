@@ -1,9 +1,10 @@
 """Every claim of docs/theory.md §2-§4 on seeded random instances of every registered layer in every
-composition (and stacks), in float64 and float32: the library behind ``icl-verify verify``
-(:mod:`icl_verify.commands.verify` parses its arguments and prints the table)."""
+composition (and stacks), in float64 and float32 (and, on request, bfloat16 and float16): the
+library behind ``icl-verify verify`` (:mod:`icl_verify.commands.verify` parses its arguments and
+prints the table)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -15,7 +16,8 @@ from .blocks import build_block, build_stack
 from .adapters import get_architecture
 from .layers import get_layer
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16,
+          "float16": torch.float16}
 ARCHITECTURE = "transformers"  # composition column of the real architectures
 
 
@@ -32,6 +34,7 @@ class Row:
     relative_error: float
     ratio: float
     passed: bool
+    terms: dict[str, float] = field(default_factory=dict)  # the tolerance's terms at that entry
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,8 @@ def _row(dtype: str, layer: str, composition: str, check: claims.Check) -> Row:
     i = int(ratio.argmax()) if ratio.numel() else 0
     pick = lambda t: float(t.detach().reshape(-1)[i]) if t.numel() else 0.0  # noqa: E731
     return Row(dtype, layer, composition, check.claim, pick(check.error), pick(check.tolerance),
-               check.max_relative, check.worst_ratio, check.passed)
+               check.max_relative, check.worst_ratio, check.passed,
+               {name: pick(t) for name, t in check.terms.items()})
 
 
 def run_verify(layers: list[str], compositions: list[str], dtypes: list[str], sizes: InstanceSizes,

