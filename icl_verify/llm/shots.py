@@ -76,6 +76,7 @@ def shots_loss_gradients(lm: AdaptedLM, prompt: Prompt) -> list[list[torch.Tenso
 def finetune_similarity(updates, grads) -> torch.Tensor:
     """Cosine (:func:`icl_verify.similarity.cosine`) between each layer's implicit update
     ``dW_l = [u_k r^T]_k`` and the descent direction ``-grad_l``, over all its first matrices
-    flattened and concatenated: ``(L,)``."""
-    flat = lambda ts: torch.cat([t.reshape(-1) for t in ts])  # noqa: E731
+    flattened and concatenated: ``(L,)``, summed in float64 (in float32 the sums over the
+    ``m_k d_z`` entries lose small cosines to rounding)."""
+    flat = lambda ts: torch.cat([t.reshape(-1).double() for t in ts])  # noqa: E731
     return torch.stack([cosine(flat(u.dense()), -flat(g)) for u, g in zip(updates, grads)])
