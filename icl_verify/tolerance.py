@@ -46,11 +46,15 @@ weighed and the measured error/tolerance ratios.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from .errors import NonFiniteError
+
+if TYPE_CHECKING:
+    from .blocks import ContextualBlock
+    from .updates import ImplicitUpdate
 
 
 def unit_roundoff(dtype: torch.dtype) -> float:
@@ -229,15 +233,16 @@ def _probed_variance(fn, inputs, scales, entry_dims, probes):
     return total / probes
 
 
-def identity_bound(block, update, hs, s, y, *, entry_dims: int):
+def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[torch.Tensor],
+                   s: torch.Tensor | None, y: torch.Tensor, *, entry_dims: int):
     """The identity's tolerance ``TAIL sqrt(V)`` of the module docstring, and its terms.
 
     Args:
-        block: the :class:`~icl_verify.blocks.ContextualBlock` (its ``first_layers`` ``W_k``
-            ``(m_k, d)``, and its map ``output(hs, s)``).
-        update: the :class:`~icl_verify.updates.ImplicitUpdate` (target and reference ``z``
-            ``(*E, d)`` and ``s`` ``(*E, d_out)``, left factors ``(*E, m_k)``).
-        hs, s: the updated side's pre-activations and bypass (the map's inputs, ``(*E, .)``).
+        block: its ``first_layers`` ``W_k`` ``(m_k, d)``, and its map ``output(hs, s)``.
+        update: target and reference ``z`` ``(*E, d)`` and ``s`` ``(*E, d_out)``, left factors
+            ``(*E, m_k)``.
+        hs: the updated side's pre-activations (the map's inputs), ``(*E, m_k)`` each.
+        s: the updated side's bypass (the map's last input), ``(*E, d_out)``, or None.
         y: the updated side's output ``(*E, d_out)``.
 
     Returns ``(tolerance, terms)``: ``(*E,)`` and a dict of ``(*E,)`` tensors: ``rounding_target``

@@ -19,7 +19,7 @@ from icl_verify.cli import build_parser, main
     (["--shots", "-2"], "argument --shots: must be at least 1, got -2"),
     (["--shots", "9"], "--shots 9: task 'capitals' has 8 shots"),
     (["--task", "nope"], "argument --task: invalid choice: 'nope'"),
-    (["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+    (["--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
     (["--model", "MISSING"], "no such model folder"),
     (["--model", "MISSING.gguf"], "no such .gguf file"),
     (["--out", "FILE"], "exists and is not a folder"),

@@ -14,7 +14,7 @@ import pytest
     (["--batch", "0"], "argument --batch: must be at least 1, got 0"),
     (["--threads", "-1"], "argument --threads: must be at least 0, got -1"),
     (["--seed", "-1"], "argument --seed: must be at least 0, got -1"),
-    (["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+    (["--dtype", "int8"], "argument --dtype: invalid choice: 'int8'"),
     (["--layer", "no_such_layer"], "--layer 'no_such_layer' matches no layer or architecture"),
     (["--layer", "gru", "--layer", "[x"], "--layer '[x' matches no layer or architecture"),
     (["--composition", "q*"], "--composition 'q*' matches no composition"),

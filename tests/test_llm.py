@@ -14,7 +14,8 @@ pytest.importorskip("transformers", reason="the LLM analysis needs the optional 
 from icl_verify.adapters import adapt_causal_lm  # noqa: E402
 from icl_verify.adapters.llama import tiny_lm  # noqa: E402
 from icl_verify.llm import (  # noqa: E402
-    TASKS, analyse, identity_errors, load_model, query_alone_check, task_prompt, text_prompt,
+    TASKS, analyse, finetune_similarity, identity_errors, load_model, query_alone_check, shots_loss_gradients,
+    shots_updates, task_prompt, text_prompt,
 )
 
 
@@ -46,6 +47,28 @@ def test_analysis_on_tiny_model(kind):
     assert float(a.shot_identity.max()) <= 1e-12
     assert a.similarity.shape == (layers,) and float(a.similarity.abs().max()) <= 1
     assert next(model.parameters()).dtype == torch.float32  # cast back
+
+
+def test_finetune_similarity_is_the_factored_cosine():
+    """``<dW, -G> / (||dW|| ||G||)`` with ``<u r^T, G> = u^T G r`` and ``||u r^T|| = ||u|| ||r||``,
+    summed over the first matrices (gate and up)."""
+    model = tiny_lm("llama").to(torch.float64).requires_grad_(False)
+    prompt = task_prompt(CharTokenizer(), TASKS["antonyms"], shots=3)
+    lm = adapt_causal_lm(model)
+    with torch.no_grad():
+        updates = shots_updates(lm, prompt)[3]
+    with torch.enable_grad():
+        grads = shots_loss_gradients(lm, prompt)
+    expected = []
+    for u, g in zip(updates, grads):
+        r = u.right.reshape(-1)
+        assert len(u.left) == len(g) == 2
+        dot = sum(-(uk.reshape(-1) @ gk @ r) for uk, gk in zip(u.left, g))
+        nu = torch.sqrt(sum(uk.square().sum() for uk in u.left)) * r.norm()
+        expected.append(dot / (nu * torch.sqrt(sum(gk.square().sum() for gk in g))))
+    sims = finetune_similarity(updates, grads)
+    assert sims.shape == (2,) and float(torch.stack(expected).abs().min()) > 1e-3
+    torch.testing.assert_close(sims, torch.stack(expected), rtol=1e-12, atol=0)
 
 
 def test_text_prompt_lines_are_shots():
