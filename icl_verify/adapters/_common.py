@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -65,3 +65,46 @@ def tiny_model(model_cls: type, config: Any, *, seed: int, dtype: torch.dtype) -
                     for pname, p in module.named_parameters(recurse=False):
                         p.add_(0.2 * torch.randn_like(p) if pname == "weight" else 0.1 * torch.randn_like(p))
     return model.eval().to(dtype)
+
+
+
+class _Reached(Exception):
+    """Raised by the pre-hook on the module where a forward pass is cut short."""
+
+
+def run_until(stop_at: nn.Module, run: Callable[[], Any], *,
+              inputs: dict[str, nn.Module] | None = None,
+              outputs: dict[str, nn.Module] | None = None) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    """Call ``run()`` (an unmodified ``transformers`` forward) until ``stop_at`` is called, and stop there.
+
+    Returns ``stop_at``'s first input (``None`` if it was never reached; for an adapter,
+    ``stop_at`` is the module holding the first dense matrix and this is ``z``, ``(B, T, d_z)``)
+    and the tensors read on the way: for each ``name -> module`` of ``inputs`` that module's first
+    input, of ``outputs`` its first output (the names of modules not reached are absent).
+    """
+    got: dict[str, torch.Tensor] = {}
+
+    def reader(key: str, stop: bool = False):
+        def hook(_m, args, kwargs):
+            got[key] = args[0] if args else next(iter(kwargs.values()))
+            if stop:
+                raise _Reached
+        return hook
+
+    def output_reader(key: str):
+        def hook(_m, _args, out):
+            got[key] = out[0] if isinstance(out, (tuple, list)) else out
+        return hook
+
+    stop_key = object()
+    hooks = [m.register_forward_pre_hook(reader(k), with_kwargs=True) for k, m in (inputs or {}).items()]
+    hooks += [m.register_forward_hook(output_reader(k)) for k, m in (outputs or {}).items()]
+    hooks.append(stop_at.register_forward_pre_hook(reader(stop_key, stop=True), with_kwargs=True))
+    try:
+        run()
+    except _Reached:
+        pass
+    finally:
+        for h in hooks:
+            h.remove()
+    return got.pop(stop_key, None), got

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from ..blocks import ContextualBlock, Decomposition, Stack
 from ..errors import UnsupportedModelError
 from ..registry import Registry
-from ._common import attention_mask, position_ids, require_transformers, tiny_model
+from ._common import attention_mask, position_ids, require_transformers, run_until, tiny_model
 from ._registry import AdaptedLM, register_architecture, register_model_adapter
 from .ffn import Gated, module_at
 from .moe import MoE
@@ -97,10 +97,6 @@ class ScaledGated(Gated):
 RECORDS: Registry[HybridRecord] = Registry("hybrid record")
 
 
-class _Stop(Exception):
-    """Raised by a pre-hook to end a layer's forward once ``z`` is known."""
-
-
 class HybridAdapter(ContextualBlock):
     """One unmodified hybrid decoder layer ``(B, T, d) -> (B, T, d)``, either mixer kind.
 
@@ -140,27 +136,9 @@ class HybridAdapter(ContextualBlock):
 
     def decompose(self, x: torch.Tensor) -> Decomposition:
         x = x.to(next(self.layer.parameters()).device)  # layers spread by device_map="auto"
-        got: dict[str, torch.Tensor] = {}
-
-        def take(key: str, stop: bool):
-            def hook(_m, args, kwargs):
-                got[key] = args[0] if args else next(iter(kwargs.values()))
-                if stop:
-                    raise _Stop
-
-            return hook
-
-        hooks = [module_at(self.layer, self.record.ffn_norm).register_forward_pre_hook(take("s", False),
-                                                                                        with_kwargs=True),
-                 self.reader.z_site(self.layer).register_forward_pre_hook(take("z", True), with_kwargs=True)]
-        try:
-            self.layer(x, **self._kwargs(x))
-        except _Stop:
-            pass
-        finally:
-            for h in hooks:
-                h.remove()
-        return Decomposition(got["z"], got["s"])
+        z, got = run_until(self.reader.z_site(self.layer), lambda: self.layer(x, **self._kwargs(x)),
+                           inputs={"s": module_at(self.layer, self.record.ffn_norm)})
+        return Decomposition(z, got["s"])
 
     def first_layers(self):
         return self.reader.first_layers(self.layer)

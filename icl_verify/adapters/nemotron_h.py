@@ -23,7 +23,7 @@ from torch import nn
 
 from ..blocks import ContextualBlock, Decomposition, Stack
 from ..errors import UnsupportedModelError
-from ._common import attention_mask, require_transformers, tiny_model
+from ._common import attention_mask, require_transformers, run_until, tiny_model
 from ._registry import AdaptedLM, register_architecture, register_model_adapter
 from .ffn import Plain, dense_of, module_at
 
@@ -51,10 +51,6 @@ READERS = {
 }
 
 
-class _Stop(Exception):
-    """Raised by the pre-hook once ``z`` is known."""
-
-
 class NemotronHAdapter(ContextualBlock):
     """One unmodified ``NemotronHBlock`` ``(B, T, d) -> (B, T, d)``, any non-MoE mixer kind."""
 
@@ -70,21 +66,10 @@ class NemotronHAdapter(ContextualBlock):
 
     def decompose(self, x: torch.Tensor) -> Decomposition:
         x = x.to(self.layer.norm.weight.device)  # layers spread by device_map="auto"
-        got: dict[str, torch.Tensor] = {}
-
-        def take(_m, args):
-            got["z"] = args[0]
-            raise _Stop
-
         mask = attention_mask(x.shape[1], x.dtype, x.device) if self.kind == "full_attention" else None
-        hook = self.reader.z_site(self.layer).register_forward_pre_hook(take)
-        try:
-            self.layer(x, attention_mask=mask, use_cache=False)
-        except _Stop:
-            pass
-        finally:
-            hook.remove()
-        return Decomposition(got["z"], x)
+        z, _ = run_until(self.reader.z_site(self.layer),
+                         lambda: self.layer(x, attention_mask=mask, use_cache=False))
+        return Decomposition(z, x)
 
     def first_layers(self):
         return self.reader.first_layers(self.layer)

@@ -32,7 +32,7 @@ from ..blocks import ContextualBlock, Decomposition, Stack
 from ..errors import UnsupportedModelError
 from ..registry import Registry
 from ..layers import seeded
-from ._common import attention_mask, position_ids, require_transformers, tiny_model
+from ._common import attention_mask, position_ids, require_transformers, run_until, tiny_model
 from ._registry import AdaptedLM, register_architecture, register_model_adapter
 from .ffn import module_at
 
@@ -78,18 +78,6 @@ class LayerRecord:
 
 
 RECORDS: Registry[LayerRecord] = Registry("layer record")
-
-
-class _Stop(Exception):
-    """Raised by a pre-hook to end a layer's forward once ``z`` is known."""
-
-
-def _first_input(args: tuple, kwargs: dict) -> torch.Tensor:
-    return args[0] if args else next(iter(kwargs.values()))
-
-
-def _first_output(out) -> torch.Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 class RecordAdapter(ContextualBlock):
@@ -142,30 +130,16 @@ class RecordAdapter(ContextualBlock):
 
     def decompose(self, x: torch.Tensor) -> Decomposition:
         x = x.to(next(self.layer.parameters()).device)  # layers spread by device_map="auto"
-        got: dict[str, torch.Tensor] = {}
-
-        def take_z(_m, args, kwargs):
-            got["z"] = _first_input(args, kwargs)
-            raise _Stop
-
-        hooks = [self.record.ffn.z_site(self.layer).register_forward_pre_hook(take_z, with_kwargs=True)]
+        inputs, outputs = {}, {}
         if self.wiring == "parallel":
-            hooks.append(module_at(self.layer, self.record.attention).register_forward_hook(
-                lambda _m, _a, out: got.__setitem__("a", _first_output(out))))
+            outputs["a"] = module_at(self.layer, self.record.attention)
         elif self.wiring == "sequential" and self.record.bypass is not None:
-            hooks.append(module_at(self.layer, self.record.bypass).register_forward_pre_hook(
-                lambda _m, args, kwargs: got.__setitem__("s", _first_input(args, kwargs)), with_kwargs=True))
-        try:
-            self.layer(x, **self._kwargs(x))
-        except _Stop:
-            pass
-        finally:
-            for h in hooks:
-                h.remove()
-        if "z" not in got:
+            inputs["s"] = module_at(self.layer, self.record.bypass)
+        z, got = run_until(self.record.ffn.z_site(self.layer), lambda: self.layer(x, **self._kwargs(x)),
+                           inputs=inputs, outputs=outputs)
+        if z is None:
             raise UnsupportedModelError(
                 f"{self.record.model_type} layer {self.index}: its network input was never reached")
-        z = got["z"]
         s = x + got["a"] if self.wiring == "parallel" else got.get("s", z)
         return Decomposition(z, s)
 
@@ -227,20 +201,7 @@ def adapt_record_lm(model: nn.Module, record: LayerRecord | None = None) -> Adap
     first = layers[0]
 
     def embed(ids: torch.Tensor) -> torch.Tensor:
-        got = {}
-
-        def take(_m, args, kwargs):
-            got["x"] = _first_input(args, kwargs)
-            raise _Stop
-
-        hook = first.register_forward_pre_hook(take, with_kwargs=True)
-        try:
-            model(input_ids=ids, use_cache=False)
-        except _Stop:
-            pass
-        finally:
-            hook.remove()
-        return got["x"]
+        return run_until(first, lambda: model(input_ids=ids, use_cache=False))[0]
 
     cap = getattr(config, "final_logit_softcapping", None)
     scale = getattr(config, "logit_scale", None)
