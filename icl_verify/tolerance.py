@@ -223,14 +223,29 @@ def propagated_variance(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.
 
 
 def _probed_variance(fn, inputs, scales, entry_dims, probes):
+    """The probes run in the inputs' dtype (a jvp's tangents must match its primals); in
+    bfloat16/float16 each entry's tangent is divided by its largest scale first, so that scales
+    of a few roundings neither underflow nor lose their relative precision, and the product is
+    scaled back in float32 (the jvp is linear in the tangent)."""
     gen = torch.Generator(device=inputs[0].device).manual_seed(0)
+    low = inputs[0].element_size() < 4
+    m = _entry_max(scales, entry_dims) if low else None
     total = 0
     for _ in range(probes):
         tangents = tuple(sc * (2 * torch.randint(0, 2, sc.shape, generator=gen, device=sc.device,
                                                   dtype=sc.dtype) - 1) for sc in scales)
-        jv = torch.func.jvp(fn, inputs, tangents)[1]
-        total = total + wide(jv).flatten(entry_dims).square().sum(-1)
+        if low:
+            tangents = tuple((t / m.reshape(m.shape + (1,) * (t.ndim - entry_dims))).to(x.dtype)
+                             for t, x in zip(tangents, inputs))
+        jv = wide(torch.func.jvp(fn, inputs, tangents)[1]).flatten(entry_dims).square().sum(-1)
+        total = total + (jv * m.square() if low else jv)
     return total / probes
+
+
+def _entry_max(ts: Sequence[torch.Tensor], entry_dims: int) -> torch.Tensor:
+    """Largest magnitude per entry over the tensors ``(*E, ...)``: ``(*E,)``, 1 where all are 0."""
+    m = torch.stack([t.flatten(entry_dims).abs().amax(-1) for t in ts]).amax(0)
+    return torch.where(m > 0, m, torch.ones_like(m))
 
 
 def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[torch.Tensor],
@@ -293,6 +308,5 @@ def entry_norm(*tensors: torch.Tensor | None, entry_dims: int) -> torch.Tensor:
     """Euclidean norm over everything but the ``entry_dims`` leading dims, jointly over tensors,
     scaled by the largest magnitude so that squares of large entries do not overflow."""
     flat = [t.flatten(entry_dims) for t in tensors if t is not None]
-    m = torch.stack([t.abs().amax(-1) for t in flat]).amax(0)
-    m = torch.where(m > 0, m, torch.ones_like(m))
+    m = _entry_max(flat, entry_dims)
     return m * sum(((t / m[..., None]) ** 2).sum(-1) for t in flat).sqrt()

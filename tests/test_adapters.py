@@ -64,7 +64,12 @@ def test_whole_model_matches_transformers(model_type, overrides):
     """embed -> adapter stack -> head equals the unmodified model's logits (sliding windows,
     soft-capping, rotary and absolute positions included), and each layer's hidden state."""
     model = tiny_causal_lm(model_type, **overrides)
-    lm = adapt_causal_lm(model)
+    assert_matches_transformers(model, adapt_causal_lm(model))
+
+
+def assert_matches_transformers(model, lm) -> None:
+    """Every layer's input and the logits of ``lm`` (embed -> adapter stack -> head) equal the
+    unmodified ``model``'s hidden states and logits."""
     ids = _ids()
     out = model(ids, output_hidden_states=True, use_cache=False)
     xs = lm.stack.block_inputs(lm.embed(ids))
@@ -242,12 +247,7 @@ def test_whole_hybrid_model_matches_transformers(make, kinds):
     model = make()
     lm = adapt_causal_lm(model)
     assert [(b.kind, type(b.reader).__name__) for b in lm.stack.blocks] == kinds
-    ids = _ids()
-    out = model(ids, output_hidden_states=True, use_cache=False)
-    xs = lm.stack.block_inputs(lm.embed(ids))
-    for l in range(len(lm.stack)):
-        assert _rel(xs[l], out.hidden_states[l]) <= TOL
-    assert _rel(lm.head(xs[-1]), out.logits) <= TOL
+    assert_matches_transformers(model, lm)
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["decoder", "encoder"])

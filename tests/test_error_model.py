@@ -108,3 +108,21 @@ def test_verify_runs_in_low_precision_and_reports_terms():
     assert all({"rounding_target", "rounding_updated", "gain"} <= set(r.terms) for r in theorem)
     assert all(abs(r.tolerance - (r.terms["rounding_target"] ** 2 + r.terms["rounding_updated"] ** 2) ** 0.5)
                <= 1e-3 * r.tolerance for r in theorem)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_probed_propagation_in_half_precision(dtype):
+    """An output wider than ``EXACT_WIDTH`` takes the jvp probes, whose tangents must be in the
+    inputs' dtype: the theorem on an 80-wide bfloat16/float16 block passes with a finite
+    tolerance (it raised a dtype mismatch inside the probe before), and ``dW`` ten times too large
+    fails (how small a wrong ``dW`` it catches is measured in the tests above)."""
+    from icl_verify.strategies import BlockSpec
+
+    block = BlockSpec("softmax_attention", "pre_ln", 80, 2, 96, "gelu", 1.0, 0, dtype).build()
+    assert block.first_layers()[0][0].shape[1] > tolerance.EXACT_WIDTH
+    g = torch.Generator().manual_seed(0)
+    context, query = torch.randn(1, 5, 80, generator=g).to(dtype), torch.randn(1, 80, generator=g).to(dtype)
+    check = claims.theorem(block, context, query)
+    assert check.passed and torch.isfinite(check.tolerance).all()
+    upd = claims.context_update(block, context, query)
+    assert not claims.identity(block, scaled(upd, 10.0)).passed

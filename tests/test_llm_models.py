@@ -32,8 +32,14 @@ def save_char_tokenizer(directory) -> None:
 
 @pytest.mark.parametrize("model_type", TYPES)
 def test_llm_command_on_saved_checkpoint(model_type, tmp_path, capsys):
+    run_llm_on_checkpoint(tiny_causal_lm(model_type, dtype=torch.float32), tmp_path, capsys)
+
+
+def run_llm_on_checkpoint(model, tmp_path, capsys) -> None:
+    """Save ``model`` with a character tokenizer; ``icl-verify llm --model DIR`` in float64 with
+    ``--through-model`` succeeds and reports the check through the model's own forward."""
     model_dir = tmp_path / "model"
-    tiny_causal_lm(model_type, dtype=torch.float32).save_pretrained(model_dir)
+    model.save_pretrained(model_dir)
     save_char_tokenizer(model_dir)
     code = main(["llm", "--model", str(model_dir), "--task", "antonyms", "--shots", "1", "--dtype",
                  "float64", "--through-model", "--no-progress", "--out", str(tmp_path / "out")])
@@ -58,11 +64,4 @@ RECURRENT_TYPES = (["mamba2", "recurrent_gemma", "jamba", "nemotron_h"] if os.ge
 def test_llm_command_on_recurrent_and_hybrid_checkpoints(model_type, tmp_path, capsys):
     """One checkpoint per recurrent/hybrid adapter family (Mamba, RecurrentGemma, hybrid records
     with experts, Nemotron-H), saved in float32 and analysed in float64."""
-    model_dir = tmp_path / "model"
-    _recurrent_and_hybrid()[model_type](dtype=torch.float32).save_pretrained(model_dir)
-    save_char_tokenizer(model_dir)
-    code = main(["llm", "--model", str(model_dir), "--task", "antonyms", "--shots", "1", "--dtype",
-                 "float64", "--through-model", "--no-progress", "--out", str(tmp_path / "out")])
-    out = capsys.readouterr().out
-    assert "through the model's own forward" in out
-    assert code == 0, out
+    run_llm_on_checkpoint(_recurrent_and_hybrid()[model_type](dtype=torch.float32), tmp_path, capsys)
