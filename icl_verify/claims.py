@@ -167,17 +167,13 @@ def _decomposition_variance(block: ContextualBlock, upd: ImplicitUpdate, h: torc
     ``J`` the Jacobian of the updated block's map ``(z, s) -> output((W + dW) z + b, s + ds)``;
     twice: the rounding at ``h`` and the one at the reference token, independent once the two
     points differ."""
-    with torch.no_grad():
-        dec = single_token(block, h)
     parts = lambda d: (d.z,) if d.s is None else (d.z, d.s)  # noqa: E731
-    draws = rounding_samples(lambda: parts(single_token(block, h)), DECOMPOSITION_SAMPLES)
-    fn = lambda z, s=None: apply_update(block, upd, Decomposition(z, s))  # noqa: E731
-    inputs = parts(dec)
-    total = 0
-    for e in draws:
-        jv = torch.func.jvp(fn, inputs, tuple(e))[1]
-        total = total + tol.wide(jv).square().sum(-1)
-    var = 2 * total / len(draws)
+    with torch.no_grad():
+        inputs = parts(single_token(block, h))
+    draws = rounding_samples(lambda q: parts(single_token(block, q)), h, DECOMPOSITION_SAMPLES)
+    fn = lambda z, s=None: apply_update(block, upd, Decomposition(z, s), dense=False)  # noqa: E731
+    jv = torch.func.vmap(lambda *e: torch.func.jvp(fn, inputs, e)[1])(*draws)  # (K, B, d)
+    var = 2 * tol.wide(jv).square().sum(-1).mean(0)
     if not torch.isfinite(var).all():
         raise NonFiniteError("the rounding of a lone token's decomposition is not finite here")
     return var

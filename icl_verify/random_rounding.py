@@ -61,15 +61,13 @@ class random_rounding(TorchFunctionMode):  # noqa: N801 - used as a context mana
         return self._round(out)
 
 
-def rounding_samples(fn: Callable[[], Sequence[torch.Tensor]], samples: int, *,
-                     seed: int = 0) -> list[list[torch.Tensor]]:
-    """``samples`` draws of ``fn_mca() - fn()``, each a list like ``fn()``'s (tensors, or None)."""
+def rounding_samples(fn: Callable[[torch.Tensor], Sequence[torch.Tensor]], x: torch.Tensor,
+                     samples: int, *, seed: int = 0) -> list[torch.Tensor]:
+    """``samples`` draws of ``fn_mca(x) - fn(x)`` in one batched evaluation: ``fn`` maps ``x``
+    ``(*E, n)`` to tensors ``(*E, p_j)`` and treats leading dims independently; returns one
+    tensor ``(samples, *E, p_j)`` per output of ``fn``."""
     with torch.no_grad():
-        exact = list(fn())
-        gen = torch.Generator().manual_seed(seed)
-        out = []
-        for _ in range(samples):
-            with random_rounding(gen):
-                drawn = list(fn())
-            out.append([None if e is None else d - e for d, e in zip(drawn, exact)])
-    return out
+        exact = fn(x)
+        with random_rounding(torch.Generator().manual_seed(seed)):
+            drawn = fn(x.expand(samples, *x.shape))
+    return [d - e for d, e in zip(drawn, exact)]
