@@ -2,9 +2,10 @@
 
 Under :class:`random_rounding`, every torch operation that may round (anything but the exact
 data movements of :data:`EXACT`) sees each floating input, and gives back each floating output,
-multiplied by ``1 + u xi`` with ``xi = ±1`` drawn independently per element (Parker's "full"
-Monte Carlo arithmetic at the dtype's own precision): one rounding of the largest size per
-operand and per result. The spread of ``f_mca(x) - f(x)`` over a few draws estimates the spread
+multiplied by ``1 + 2u xi`` with ``xi = ±1`` drawn independently per element (Parker's "full"
+Monte Carlo arithmetic at the dtype's own precision). ``2u`` is twice the largest
+round-to-nearest error; ``1 + u`` itself is not representable (it rounds to 1), while
+``1 ± 2u`` are, so the draw is never lost, and the perturbation's own rounding stays inside it. The spread of ``f_mca(x) - f(x)`` over a few draws estimates the spread
 of ``f``'s rounding, without a model of ``f``'s inside: what :func:`icl_verify.claims.stack`
 needs for a layer's decomposition of a lone token, which can be any module. Accumulation inside
 a reduction is represented by the rounding of each of its operands (``u ||w∘z||`` for an inner
@@ -37,7 +38,7 @@ EXACT = frozenset({
 
 class random_rounding(TorchFunctionMode):  # noqa: N801 - used as a context manager
     """Within this context every rounding torch operation perturbs its floating operands and
-    results by one rounding ``u`` of their dtype, of random sign (from ``generator``)."""
+    results by ``2u`` of their dtype (relative), of random sign (from ``generator``)."""
 
     def __init__(self, generator: torch.Generator):
         super().__init__()
@@ -47,7 +48,7 @@ class random_rounding(TorchFunctionMode):  # noqa: N801 - used as a context mana
         if not (isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()):
             return t
         sign = (2 * torch.randint(0, 2, t.shape, generator=self.generator) - 1).to(t.device, t.dtype)
-        return t * (1 + unit_roundoff(t.dtype) * sign)
+        return t * (1 + 2 * unit_roundoff(t.dtype) * sign)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
