@@ -129,8 +129,9 @@ def stack(model: Stack, x: torch.Tensor) -> Check:
     decomposition ``(z, s)`` recomputed at the propagated ``h``: once ``h`` differs from the
     reference token, that rounding is fresh and independent of the one baked into the update
     (zero at the first block, whose ``h`` is the reference token itself, bit for bit).
-    Hypotheses: those of the identity at every block, first order in ``E_{l-1}``, and every
-    finite input staying finite (else :class:`~icl_verify.errors.NonFiniteError`).
+    Hypotheses: those of the identity at every block, first order in ``E_{l-1}``, and finite
+    values and Jacobians of every block's map at the points visited (an overflow raises
+    :class:`~icl_verify.errors.NonFiniteError`).
     """
     updates = stack_updates(model, x)
     with torch.no_grad():
