@@ -11,7 +11,10 @@ import torch
 
 from . import dynamics, tolerance as tol
 from .blocks import ContextualBlock, Stack
+from .errors import NonFiniteError
+from .random_rounding import rounding_samples
 from .updates import (
+    Decomposition,
     ImplicitUpdate,
     apply_update,
     context_update,
@@ -117,7 +120,19 @@ def positions(block: ContextualBlock, x: torch.Tensor, reference: str = "token")
 
 def stack(model: Stack, x: torch.Tensor) -> Check:
     """docs/theory.md §4: the last token of ``x`` alone through every block with its update equals the
-    stack's with-context output there. Errors propagate as ``E_l = sigma_l E_{l-1} + tol_l``."""
+    stack's with-context output there.
+
+    Errors propagate as ``E_l = sigma_l E_{l-1} + TAIL sqrt(V_l + D_l)``: ``sigma_l`` the spectral
+    norm of the updated block's map from the query representation ``h`` to its output (what
+    arrives, worst case), ``V_l`` the identity's own variance (:func:`tolerance.identity_bound`),
+    and ``D_l`` (:func:`_decomposition_variance`) the rounding of the lone token's
+    decomposition ``(z, s)`` recomputed at the propagated ``h``: once ``h`` differs from the
+    reference token, that rounding is fresh and independent of the one baked into the update
+    (zero at the first block, whose ``h`` is the reference token itself, bit for bit).
+    Hypotheses: those of the identity at every block, first order in ``E_{l-1}``, and finite
+    values and Jacobians of every block's map at the points visited (an overflow raises
+    :class:`~icl_verify.errors.NonFiniteError`).
+    """
     updates = stack_updates(model, x)
     with torch.no_grad():
         target = model(x)[:, -1]
@@ -127,11 +142,42 @@ def stack(model: Stack, x: torch.Tensor) -> Check:
         own = identity(block, upd).tolerance
         sigma = tol.spectral_norm(lambda q, b=block, u=upd: apply_update(b, u, single_token(b, q)),
                                   [h], entry_dims=1)
+        with torch.no_grad():
+            here = single_token(block, h)
+        fresh = (here.z != upd.reference.z).any(-1)
+        if here.s is not None:
+            fresh = fresh | (here.s != upd.reference.s).any(-1)
+        if bool(fresh.any()):
+            dec = _decomposition_variance(block, upd, h)
+            own = torch.where(fresh, (own.square() + tol.TAIL ** 2 * dec).sqrt(), own)
         bound = sigma * bound + own
         with torch.no_grad():
-            h = apply_update(block, upd, single_token(block, h))
+            h = apply_update(block, upd, here)
     err = tol.entry_norm(h - target, entry_dims=1)
     return Check("stack", err, bound, tol.entry_norm(target, entry_dims=1))
+
+
+DECOMPOSITION_SAMPLES = 8
+"""Monte Carlo arithmetic draws of a lone token's decomposition rounding in :func:`stack`."""
+
+
+def _decomposition_variance(block: ContextualBlock, upd: ImplicitUpdate, h: torch.Tensor) -> torch.Tensor:
+    """``D = 2 E ||J e||^2`` per entry ``(B,)``: ``e`` the rounding of the lone token's
+    decomposition ``(z, s)`` at ``h`` ``(B, d)``, estimated by :data:`DECOMPOSITION_SAMPLES` draws
+    of Monte Carlo arithmetic (:mod:`icl_verify.random_rounding`; the layer can be any module),
+    ``J`` the Jacobian of the updated block's map ``(z, s) -> output((W + dW) z + b, s + ds)``;
+    twice: the rounding at ``h`` and the one at the reference token, independent once the two
+    points differ."""
+    parts = lambda d: (d.z,) if d.s is None else (d.z, d.s)  # noqa: E731
+    with torch.no_grad():
+        inputs = parts(single_token(block, h))
+    draws = rounding_samples(lambda q: parts(single_token(block, q)), h, DECOMPOSITION_SAMPLES)
+    fn = lambda z, s=None: apply_update(block, upd, Decomposition(z, s), dense=False)  # noqa: E731
+    jv = torch.func.vmap(lambda *e: torch.func.jvp(fn, inputs, e)[1])(*draws)  # (K, B, d)
+    var = 2 * tol.wide(jv).square().sum(-1).mean(0)
+    if not torch.isfinite(var).all():
+        raise NonFiniteError("the rounding of a lone token's decomposition is not finite here")
+    return var
 
 
 def _matrix_check(claim: str, rows) -> Check:

@@ -32,7 +32,9 @@ worst-case tolerance 4e4 times the error on a 576-wide model.
 
 **Stacks.** Block ``l`` adds its own tolerance ``tol_l`` and amplifies what arrives by
 ``sigma_l``, the norm of the Jacobian of the updated block's map from the query representation
-to its output: ``E_l = sigma_l E_{l-1} + tol_l``, ``E_0 = 0`` (worst-case in the propagation).
+to its output: ``E_l = sigma_l E_{l-1} + tol_l``, ``E_0 = 0`` (worst-case in the propagation);
+``tol_l`` also carries the fresh rounding of the lone token's decomposition at the propagated
+point (Monte Carlo arithmetic, :func:`icl_verify.claims.stack`).
 
 **Matrices.** For increments ``W'_{i+1} - W'_i`` against ``(W dz_i) right^T``, telescoping sums
 and SGD steps, the elementwise worst-case bounds are given in :mod:`icl_verify.claims`; their

@@ -101,3 +101,25 @@ def build_architecture(name: str, *, seed: int, dtype):
 
     info = get_architecture(name)
     return info.build(seed=seed, dtype=dtype), info.width
+
+
+class Corner:
+    """An explicit example (``@example(data=Corner(layer, case=...))``) for a property that draws
+    its instance with ``data.draw(..., label=name)``: each draw returns the value given for its
+    label. Hypothesis runs explicit examples under every pytest parameter; :func:`only_for`
+    rejects the runs of the other layers."""
+
+    def __init__(self, layer: str, **values):
+        self.layer, self.values = layer, values
+
+    def draw(self, strategy, label=None):
+        return self.values[label]
+
+    def __repr__(self) -> str:
+        return f"Corner({self.layer!r}, " + ", ".join(f"{k}={v!r}" for k, v in self.values.items()) + ")"
+
+
+def only_for(data, layer: str) -> None:
+    """Reject a :class:`Corner` written for another layer than this run's parameter."""
+    if isinstance(data, Corner) and data.layer != layer:
+        reject()

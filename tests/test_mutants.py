@@ -9,8 +9,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-from icl_verify import blocks, dynamics, updates
+from icl_verify import blocks, claims, dynamics, updates
 from icl_verify.blocks import Decomposition
+from icl_verify.strategies import BlockSpec, Case, ContextSpec
 from properties import test_compositions, test_rank_bypass, test_sgd, test_telescoping, test_theorem
 from properties._support import not_recorded
 
@@ -122,3 +123,39 @@ def test_sgd_mutant_without_changes_is_the_real_code(monkeypatch):
     """The SGD mutant's template with no change passes: the mutants differ only where named."""
     monkeypatch.setattr(dynamics, "sgd_steps", sgd_mutant())
     run(test_sgd.test_sgd_step, layer="gru")
+
+
+# ---- a mutant only a tight error model catches -------------------------------------------------
+
+WIDE_GRU = [BlockSpec("gru", comp, d=32, heads=1, hidden=64, act="gelu", scale=1.0, seed=seed,
+                      dtype=torch.float32)
+            for seed, comp in enumerate(["none", "residual", "pre_ln", "post_ln"])]
+
+
+def learning_rate_off(rel: float):
+    """The rank-one update's learning rate ``1 / ||z_r||^2`` off by a relative ``rel``: the
+    update's contribution ``dW z_r`` to the output is wrong by ``rel`` of itself."""
+    original = updates.general_update
+
+    def general_update(weights, target, reference, **kw):
+        upd = original(weights, target, reference, **kw)
+        return dataclasses.replace(upd, right=upd.right * (1 + rel))
+    return general_update
+
+
+def wide_gru_checks():
+    for spec in WIDE_GRU:
+        block, context, query = Case(spec, ContextSpec(4, 2, "iid", 1.0, 1.0, 1e-2, spec.seed)).build()
+        yield claims.theorem(block, context, query)
+
+
+def test_learning_rate_off_by_1e4_is_caught_only_by_a_tight_model(monkeypatch):
+    """A learning rate off by a relative 1e-4 on gru blocks of width 32 in float32 (four
+    compositions): error/tolerance 1.6-4.4 under the error model, every one fails. The worst-case
+    model this project used before (``gamma(n)`` rounding with ``sqrt(n)`` alignment slack and
+    spectral-norm propagation) gave the same 4 instances error/tolerance 0.13-0.53 (measured): all
+    passed. The real code passes (control)."""
+    assert all(c.passed for c in wide_gru_checks())
+    monkeypatch.setattr(updates, "general_update", learning_rate_off(1e-4))
+    ratios = [c.worst_ratio for c in wide_gru_checks()]
+    assert min(ratios) > 1, f"a learning rate off by 1e-4 passes: error/tolerance {ratios}"

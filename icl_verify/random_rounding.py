@@ -1,0 +1,74 @@
+"""Monte Carlo arithmetic: samples of the rounding error of a torch computation.
+
+Under :class:`random_rounding`, every torch operation that may round (anything but the exact
+data movements of :data:`EXACT`) sees each floating input, and gives back each floating output,
+multiplied by ``1 + 2u xi`` with ``xi = ±1`` drawn independently per element (Parker's "full"
+Monte Carlo arithmetic at the dtype's own precision). ``2u`` is twice the largest
+round-to-nearest error; ``1 + u`` itself is not representable (it rounds to 1), while
+``1 ± 2u`` are, so the draw is never lost, and the perturbation's own rounding stays inside it. The spread of ``f_mca(x) - f(x)`` over a few draws estimates the spread
+of ``f``'s rounding, without a model of ``f``'s inside: what :func:`icl_verify.claims.stack`
+needs for a layer's decomposition of a lone token, which can be any module. Accumulation inside
+a reduction is represented by the rounding of each of its operands (``u ||w∘z||`` for an inner
+product), not by ``sqrt(n)`` roundings of its partial sums.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from .tolerance import unit_roundoff
+
+EXACT = frozenset({
+    "__getitem__", "__setitem__", "__get__", "__len__", "__iter__", "__repr__", "__format__",
+    "__bool__", "__float__", "__int__", "__index__", "size", "dim", "numel", "shape", "dtype",
+    "device", "view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "permute",
+    "transpose", "t", "T", "mT", "contiguous", "clone", "detach", "cat", "concat", "concatenate",
+    "stack", "select", "narrow", "expand", "expand_as", "unsqueeze", "squeeze", "split", "chunk",
+    "unbind", "movedim", "to", "type", "type_as", "neg", "__neg__", "abs", "zeros_like",
+    "ones_like", "empty_like", "full_like", "new_zeros", "new_ones", "new_empty", "new_full",
+    "new_tensor", "pad", "roll", "flip", "repeat", "tile", "gather", "index_select",
+    "masked_fill", "where", "tril", "triu", "diagonal", "is_floating_point", "requires_grad_",
+    "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "eq", "ne", "lt", "le", "gt", "ge",
+    "isfinite", "isnan", "all", "any", "item", "tolist", "dropout", "copy_", "fill_", "zero_",
+})
+"""Names of operations that never round (data movement, comparisons, sign changes)."""
+
+
+class random_rounding(TorchFunctionMode):  # noqa: N801 - used as a context manager
+    """Within this context every rounding torch operation perturbs its floating operands and
+    results by ``2u`` of their dtype (relative), of random sign (from ``generator``)."""
+
+    def __init__(self, generator: torch.Generator):
+        super().__init__()
+        self.generator = generator
+
+    def _round(self, t):
+        if not (isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()):
+            return t
+        sign = (2 * torch.randint(0, 2, t.shape, generator=self.generator) - 1).to(t.device, t.dtype)
+        return t * (1 + 2 * unit_roundoff(t.dtype) * sign)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in EXACT or name.endswith("_") and name[:-1] in EXACT:
+            return func(*args, **kwargs)
+        args = tuple(self._round(a) for a in args)
+        out = func(*args, **kwargs)
+        if isinstance(out, (tuple, list)):
+            return type(out)(self._round(o) for o in out)
+        return self._round(out)
+
+
+def rounding_samples(fn: Callable[[torch.Tensor], Sequence[torch.Tensor]], x: torch.Tensor,
+                     samples: int, *, seed: int = 0) -> list[torch.Tensor]:
+    """``samples`` draws of ``fn_mca(x) - fn(x)`` in one batched evaluation: ``fn`` maps ``x``
+    ``(*E, n)`` to tensors ``(*E, p_j)`` and treats leading dims independently; returns one
+    tensor ``(samples, *E, p_j)`` per output of ``fn``."""
+    with torch.no_grad():
+        exact = fn(x)
+        with random_rounding(torch.Generator().manual_seed(seed)):
+            drawn = fn(x.expand(samples, *x.shape))
+    return [d - e for d, e in zip(drawn, exact)]

@@ -1,0 +1,31 @@
+"""Monte Carlo arithmetic (icl_verify.random_rounding): the draws perturb what rounds, by ``2u``
+per operand and result, and leave exact data movement alone."""
+from __future__ import annotations
+
+import torch
+
+from icl_verify.random_rounding import rounding_samples
+from icl_verify.tolerance import unit_roundoff
+
+
+def test_exact_operations_do_not_round():
+    x = torch.randn(3, 4, dtype=torch.float64)
+    (e,) = rounding_samples(lambda q: (q.reshape(*q.shape[:-1], 2, 2).transpose(-1, -2).flatten(-2),), x, 8)
+    assert e.shape == (8, 3, 4) and bool((e == 0).all())
+
+
+def test_a_product_draws_a_rounding_per_operand_and_result():
+    """``2 q`` perturbs ``q`` and the result by ``±2u``: ``e / (2q)`` is about ``2u (a + b)``,
+    ``0`` or ``±4u``, half of the time each (within the product's own rounding)."""
+    x = torch.full((1, 512), 3.0, dtype=torch.float64)
+    (e,) = rounding_samples(lambda q: (torch.mul(q, 2.0),), x, 4)
+    rel = (e / 6.0).abs().flatten() / (4 * unit_roundoff(torch.float64))
+    assert float(rel.max()) < 1.8
+    assert 0.3 < float((rel > 0.6).double().mean()) < 0.7
+
+
+def test_float32_draws_use_float32_roundoff():
+    x = torch.ones(1, 512)
+    (e,) = rounding_samples(lambda q: (torch.exp(q),), x, 2)
+    scale = float(e.abs().max() / torch.e) / unit_roundoff(torch.float32)
+    assert 2 < scale < 8
