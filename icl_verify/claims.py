@@ -211,9 +211,9 @@ def telescoping(block: ContextualBlock, context: torch.Tensor, query: torch.Tens
     Hypothesis (checked, :func:`_same_evaluation`): both passes evaluate the network input of the
     same sequence identically. Bound per element (docs/error-model.md, "Matrix claims"):
     ``(c(1, n-1) + u/(1-u)) sum_i |W_{i+1} - W_i| + u/(1-u) |W_n|
-    + c_end |W| |z_n - z_r| |right|^T``, ``c_end = 2 ((1 + c(3, d)) (1 + c_r) / (1 - c_r) - 1)``
-    (``c_r``: :func:`_right_rounding`): ``dW_n`` and ``dW(C)`` round the same ``W (z_n - z_r) right^T``
-    apart."""
+    + c_end |W| |fl(z_n - z_r)| |right|^T``: ``dW_n`` and ``dW(C)`` round the same
+    ``W (z_n - z_r) right^T`` apart, ``c_end = 2 c(2, d)`` where their right factors agree bit for
+    bit, else ``2 ((1 + c(2, d)) (1 + c_r) / (1 - c_r) - 1)`` (``c_r``: :func:`_right_rounding`)."""
     upd = dynamics.prefix_updates(block, context, query) if updates is None else updates
     full = context_update(block, context, query)
     _same_evaluation(upd, full)
@@ -224,8 +224,12 @@ def telescoping(block: ContextualBlock, context: torch.Tensor, query: torch.Tens
         u, n = tol.unit_roundoff(dt), context.shape[1]
         d = last.target.z.shape[-1]
         c_sum, c_r = tol.rounding(1, n - 1, dt, dev), _right_rounding(d, dt, dev)
-        c_end = 2 * ((1 + tol.rounding(3, d, dt, dev)) * (1 + c_r) / (1 - c_r) - 1)
-        dz = wide(last.target.z) - wide(last.reference.z)
+        # dW_n and dW(C): the same products of left factors from one dz = fl(z_n - z_r) (the two
+        # matmuls may round apart, c(1, d) each) and of right factors that agree where bit for bit
+        c2 = tol.rounding(2, d, dt, dev)
+        same_right = (last.right == full.right).all(-1)[..., None, None]
+        c_end = torch.where(same_right, 2 * c2, 2 * ((1 + c2) * (1 + c_r) / (1 - c_r) - 1))
+        dz = wide(last.target.z - last.reference.z)
         right = wide(last.right).abs()[..., None, :]
         return _matrix_check("telescoping", (
             (wide(a.sum(1)) - wide(dw),
