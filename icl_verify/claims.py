@@ -11,7 +11,7 @@ import torch
 
 from . import dynamics, tolerance as tol
 from .blocks import ContextualBlock, Stack
-from .errors import NonFiniteError
+from .errors import InconsistentEvaluationError, NonFiniteError
 from .random_rounding import rounding_samples
 from .updates import (
     Decomposition,
@@ -182,22 +182,46 @@ def _decomposition_variance(block: ContextualBlock, upd: ImplicitUpdate, h: torc
 
 def _matrix_check(claim: str, rows) -> Check:
     """A check over first matrices: ``rows`` yields ``(lhs - rhs, elementwise bound, rhs)`` per
-    matrix, each ``(..., m_k, d_z)``; error, tolerance and scale are Frobenius norms over all of them."""
-    err = sq = scale = 0
-    for diff, bound, rhs in rows:
-        err = err + (diff ** 2).sum((-2, -1))
-        sq = sq + (bound ** 2).sum((-2, -1))
-        scale = scale + (rhs ** 2).sum((-2, -1))
-    return Check(claim, err ** 0.5, sq ** 0.5, scale ** 0.5)
+    matrix, each ``(..., m_k, d_z)``; error, tolerance and scale are Frobenius norms over all of
+    them (``|lhs - rhs| <= bound`` elementwise implies it for the norms), in float32 at least."""
+    diffs, bounds, rhss = zip(*rows)
+    lead = diffs[0].ndim - 2
+    return Check(claim, *(tol.entry_norm(*(tol.wide(t) for t in ts), entry_dims=lead)
+                          for ts in (diffs, bounds, rhss)))
 
 
 def _step_spread(w: torch.Tensor, upd: ImplicitUpdate) -> torch.Tensor:
-    """``|W| (|z_{i+1} - z_r| + |z_i - z_r| + |z_{i+1} - z_i|) |right_{i+1}|^T``: ``(B, n, m, d_z)``,
-    the rounding scale of the left factors of two consecutive prefixes and of their difference."""
-    z, zr = upd.target.z, upd.reference.z
+    """``S_i = |W| (|z_{i+1} - z_r| + |z_i - z_r| + |z_{i+1} - z_i|) |right_{i+1}|^T``: ``(B, n, m, d_z)``
+    in float32 at least, the scale of the rounding of the left factors of two consecutive prefixes
+    and of their difference."""
+    z, zr, w = tol.wide(upd.target.z), tol.wide(upd.reference.z), tol.wide(w)
     spread = (tol.abs_matvec(w, z[:, 1:] - zr[:, 1:]) + tol.abs_matvec(w, z[:, :-1] - zr[:, :-1])
               + tol.abs_matvec(w, z[:, 1:] - z[:, :-1]))
-    return spread[..., :, None] * upd.right[:, 1:].abs()[..., None, :]
+    return spread[..., :, None] * tol.wide(upd.right[:, 1:]).abs()[..., None, :]
+
+
+def _right_rounding(d: int, dtype: torch.dtype, device) -> float:
+    """``c_r = (1+u)^2 / (1 - c(5, d))^2 - 1``: the relative rounding of each element of the computed
+    ``right = z_r / ||z_r|| / ||z_r||`` (``||z_r||`` as ``m ||z_r / m||``: one division, the squares
+    and their sum, the square root and its storage, the product by ``m``; then two divisions)."""
+    return (1 + tol.unit_roundoff(dtype)) ** 2 / (1 - tol.rounding(5, d, dtype, device)) ** 2 - 1
+
+
+def _same_evaluation(upd: ImplicitUpdate, full: ImplicitUpdate) -> None:
+    """The telescoping claim's hypothesis: the empty prefix and the query alone, and the last
+    prefix and ``dW(C)``'s own forward pass, evaluate the network input of the same sequence
+    identically (bit for bit, as the same kernels do). Two evaluations by different kernels
+    (autograd recording or not, a fast path) differ by the layer's own forward rounding, which no
+    bound here covers; :class:`~icl_verify.errors.InconsistentEvaluationError` says so."""
+    for what, a, b in (("the empty prefix and the query alone", upd.target.z[:, 0], upd.reference.z[:, 0]),
+                       ("the query alone in the prefixes and in dW(C)", upd.reference.z[:, -1], full.reference.z),
+                       ("the last prefix and dW(C)'s own forward pass", upd.target.z[:, -1], full.target.z)):
+        if not torch.equal(a, b):
+            raise InconsistentEvaluationError(
+                f"telescoping: {what} give different network inputs z (max difference "
+                f"{float((a - b).detach().abs().max()):.3g}): the prefix updates and dW(C) must come from the "
+                "same kernels (the same autograd mode, no fast path), or the comparison measures the "
+                "layer's forward rounding, which the error model does not bound")
 
 
 def increments(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
@@ -205,32 +229,59 @@ def increments(block: ContextualBlock, context: torch.Tensor, query: torch.Tenso
     """docs/theory.md §3: ``W_{i+1} - W_i == (W (z_{i+1} - z_i)) z_x^T / ||z_x||^2``; entries ``(B, n)``.
     ``updates``: the prefix updates (:func:`~icl_verify.dynamics.prefix_updates`) if at hand.
 
-    Bound per element: ``gamma(d+3) [|W|(|z_{i+1}-z_r| + |z_i-z_r| + |z_{i+1}-z_i|) |right|^T
-    + 2|W| + |dW_i| + |dW_{i+1}|]``."""
+    Bound per element (docs/error-model.md, "Matrix claims"), ``c(k, n)`` of
+    :func:`~icl_verify.tolerance.rounding`: ``c(3, d) S_i + u (2|W| + |dW_i| + |dW_{i+1}|)
+    + u/(1-u) |W_{i+1} - W_i|`` with ``S_i`` the step spread (:func:`_step_spread`)."""
     upd = dynamics.prefix_updates(block, context, query) if updates is None else updates
     with torch.no_grad():
         diffs = dynamics.increments(block, upd)
         formula = dynamics.increment_formula(block, upd)
-        g = tol.gamma(upd.target.z.shape[-1] + 3, upd.right.dtype)
+        dt, dev = upd.right.dtype, upd.right.device
+        c3, u = tol.rounding(3, upd.target.z.shape[-1], dt, dev), tol.unit_roundoff(dt)
+        wide = tol.wide
         return _matrix_check("increments", (
-            (a - f, g * (_step_spread(w, upd) + 2 * w.abs() + dw[:, :-1].abs() + dw[:, 1:].abs()), f)
-            for (w, _), a, f, dw in zip(block.first_layers(), diffs, formula, upd.dense())))
+            (wide(a) - wide(f),
+             c3 * _step_spread(w, upd) + u * (2 * wide(w).abs() + wide(dw[:, :-1]).abs()
+                                               + wide(dw[:, 1:]).abs()) + u / (1 - u) * wide(a).abs(),
+             f)
+            for w, a, f, dw in zip(block.first_weights(), diffs, formula, upd.dense())))
 
 
 def telescoping(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
                 updates: ImplicitUpdate | None = None) -> Check:
-    """docs/theory.md §3: ``sum_i (W_{i+1} - W_i) == dW(C)``, ``dW(C)`` from its own forward pass;
-    entries ``(B,)``. ``updates``: the prefix updates if at hand.
+    """docs/theory.md §3: ``sum_i (W_{i+1} - W_i) == dW(C)``, ``dW(C)`` from its own forward pass
+    (with autograd recording under the same rule as the prefix pass); entries ``(B,)``.
+    ``updates``: the prefix updates if at hand, from the same kernels.
 
-    Bound per element: ``gamma(n+2) sum_i |W_{i+1} - W_i| + 2u (|W| + |dW(C)|)``."""
+    Hypothesis (checked, :func:`_same_evaluation`): both passes evaluate the network input of the
+    same sequence identically. Bound per element (docs/error-model.md, "Matrix claims"):
+    ``(c(1, n-1) + u/(1-u)) sum_i |W_{i+1} - W_i| + u/(1-u) |W_n|
+    + c_end |W| |fl(z_n - z_r)| |right|^T``: ``dW_n`` and ``dW(C)`` round the same
+    ``W (z_n - z_r) right^T`` apart, ``c_end = 2 c(2, d)`` where their right factors agree bit for
+    bit, else ``2 ((1 + c(2, d)) (1 + c_r) / (1 - c_r) - 1)`` (``c_r``: :func:`_right_rounding`)."""
     upd = dynamics.prefix_updates(block, context, query) if updates is None else updates
+    full = context_update(block, context, query)
+    _same_evaluation(upd, full)
     with torch.no_grad():
         diffs = dynamics.increments(block, upd)
-        full = context_update(block, context, query).dense()
-        g, u = tol.gamma(context.shape[1] + 2, context.dtype), tol.unit_roundoff(context.dtype)
+        last = upd[:, -1]
+        dt, dev, wide = context.dtype, context.device, tol.wide
+        u, n = tol.unit_roundoff(dt), context.shape[1]
+        d = last.target.z.shape[-1]
+        c_sum, c_r = tol.rounding(1, n - 1, dt, dev), _right_rounding(d, dt, dev)
+        # dW_n and dW(C): the same products of left factors from one dz = fl(z_n - z_r) (the two
+        # matmuls may round apart, c(1, d) each) and of right factors that agree where bit for bit
+        c2 = tol.rounding(2, d, dt, dev)
+        same_right = (last.right == full.right).all(-1)[..., None, None]
+        c_end = torch.where(same_right, 2 * c2, 2 * ((1 + c2) * (1 + c_r) / (1 - c_r) - 1))
+        dz = wide(last.target.z - last.reference.z)
+        right = wide(last.right).abs()[..., None, :]
         return _matrix_check("telescoping", (
-            (a.sum(1) - dw, g * a.abs().sum(1) + 2 * u * (w.abs() + dw.abs()), dw)
-            for (w, _), a, dw in zip(block.first_layers(), diffs, full)))
+            (wide(a.sum(1)) - wide(dw),
+             (c_sum + u / (1 - u)) * wide(a).abs().sum(1) + u / (1 - u) * wide(wn).abs()
+             + c_end * tol.abs_matvec(wide(w), dz)[..., :, None] * right,
+             dw)
+            for w, a, dw, wn in zip(block.first_weights(), diffs, full.dense(), last.weights(block))))
 
 
 def sgd(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
@@ -238,15 +289,23 @@ def sgd(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
     """docs/theory.md §3: ``W_i - h grad L_i(W_i) == W_{i+1}`` (gradient by autograd); entries ``(B, n)``.
     ``updates``: the prefix updates if at hand.
 
-    Bound per element: ``gamma(d+4) [3|W| + 2|dW_i| + 2|dW_{i+1}| + |W|(|z_i-z_r| + |z_{i+1}-z_r|
-    + |z_{i+1}-z_i|) |right|^T]``."""
+    Bound per element (docs/error-model.md, "Matrix claims"): ``c_S S_i + u (2|W| + |dW_i|
+    + |dW_{i+1}|) + u/(1-u) |step_i|`` with ``c_S = max(c(3, d), (c_r + c_P) / (1 - c_r))``,
+    ``c_r`` the rounding of ``right`` (:func:`_right_rounding`), ``c_P = (1 + c_l)(1 + c(3, d))
+    (1 + u) - 1`` (of ``h D_i``) and ``c_l = (1+u) / (1 - c(2, d)) - 1`` (of ``h``)."""
     upd = dynamics.prefix_updates(block, context, query) if updates is None else updates
     steps = dynamics.sgd_steps(block, upd)
     with torch.no_grad():
         weights = dynamics.prefix_weights(block, upd)
-        g = tol.gamma(upd.target.z.shape[-1] + 4, upd.right.dtype)
+        dt, dev, d, wide = upd.right.dtype, upd.right.device, upd.target.z.shape[-1], tol.wide
+        u, c3 = tol.unit_roundoff(dt), tol.rounding(3, d, dt, dev)
+        c_r = _right_rounding(d, dt, dev)
+        c_l = (1 + u) / (1 - tol.rounding(2, d, dt, dev)) - 1
+        c_p = (1 + c_l) * (1 + c3) * (1 + u) - 1
+        c_s = max(c3, (c_r + c_p) / (1 - c_r))
         return _matrix_check("sgd", (
-            (step - wts[:, 1:],
-             g * (3 * w.abs() + 2 * dw[:, :-1].abs() + 2 * dw[:, 1:].abs() + _step_spread(w, upd)),
+            (wide(step) - wide(wts[:, 1:]),
+             c_s * _step_spread(w, upd) + u * (2 * wide(w).abs() + wide(dw[:, :-1]).abs()
+                                                + wide(dw[:, 1:]).abs()) + u / (1 - u) * wide(step).abs(),
              wts[:, 1:])
-            for (w, _), step, wts, dw in zip(block.first_layers(), steps, weights, upd.dense())))
+            for w, step, wts, dw in zip(block.first_weights(), steps, weights, upd.dense())))

@@ -26,6 +26,11 @@ class DegenerateReferenceError(ICLVerifyError):
     """The reference network input ``z_r`` is zero: no rank-one update ``u z_r^T/||z_r||^2`` exists."""
 
 
+class InconsistentEvaluationError(ICLVerifyError):
+    """Two evaluations of the same quantity that a claim takes as equal (the network input of one
+    sequence) differ: they ran through different kernels, whose rounding no error model bounds."""
+
+
 class UnknownNameError(ICLVerifyError, KeyError):
     """No record (layer, composition, architecture, model type, task) has that name."""
 

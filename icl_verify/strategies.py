@@ -31,8 +31,9 @@ from hypothesis.strategies import SearchStrategy
 from .blocks import Block, Stack, build_block, build_stack, get_composition, list_compositions
 from .layers import get_layer, list_layers
 
-DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
-"""Dtypes drawn by default."""
+DTYPES: tuple[torch.dtype, ...] = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+"""Dtypes drawn by default, in shrinking order: float64 first, then float32, bfloat16, float16
+(the error model accumulates bfloat16/float16 products in float32, as PyTorch does)."""
 
 SCALES: tuple[float, ...] = (1e-3, 0.1, 1.0, 3.0, 10.0)
 """Initialisation scales drawn by default (weight matrices multiplied by the scale): tiny to large."""
@@ -213,8 +214,8 @@ def compositions() -> SearchStrategy[str]:
 
 
 def dtypes() -> SearchStrategy[torch.dtype]:
-    """``torch.float32`` or ``torch.float64`` (float64 first, so shrinking prefers it)."""
-    return st.sampled_from(DTYPES[::-1])
+    """Any of :data:`DTYPES` (float64 first, so shrinking prefers it)."""
+    return st.sampled_from(DTYPES)
 
 
 def scales() -> SearchStrategy[float]:

@@ -72,6 +72,19 @@ def gamma(n: int, dtype: torch.dtype) -> float:
     return nu / (1 - nu)
 
 
+def rounding(stored: int, summed: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> float:
+    """``c(k, n) = (1 + u)^k (1 + gamma_acc(n)) - 1``: the worst-case relative error of a chain of
+    ``k = stored`` roundings to ``dtype`` (unit roundoff ``u``) and one ``n = summed``-term
+    accumulation in PyTorch's accumulation precision, ``gamma_acc(n) = n u_acc / (1 - n u_acc)``
+    (:func:`accumulation_roundoff`; Higham, *Accuracy and Stability*, Lemma 3.3). In float32 and
+    float64 ``c(k, n) <= gamma(k + n)``; in bfloat16/float16 ``n`` only meets ``u_acc`` (float32),
+    so it stays defined up to ``n ~ 1.7e7`` terms where ``gamma(n)`` fails from ``n = 256``."""
+    n_u = summed * accumulation_roundoff(dtype, device)
+    if n_u >= 1:
+        raise ValueError(f"the rounding bound of a {summed}-term sum is undefined in {dtype}: n u_acc >= 1")
+    return (1 + unit_roundoff(dtype)) ** stored * (1 + n_u / (1 - n_u)) - 1
+
+
 TAIL = 5.0
 """``lambda``: the tolerance is ``TAIL`` standard deviations of the modelled rounding."""
 
