@@ -16,7 +16,7 @@ from torch import nn
 
 from .blocks import ContextualBlock, Decomposition
 from .validation import check_finite, check_tensor, module_dtype
-from .errors import EmptyContextError, ShapeError, where
+from .errors import DegenerateReferenceError, EmptyContextError, ShapeError, where
 from .updates import ImplicitUpdate, general_update, grad_only_if_inputs_ask, query_alone
 
 
@@ -94,8 +94,13 @@ def sgd_steps(block: ContextualBlock, updates: ImplicitUpdate) -> tuple[torch.Te
     Returns the predicted ``W_{i+1}``, ``(B, n, m_k, d_z)`` per first matrix."""
     z = updates.target.z.detach()
     z_x = updates.reference.z[:, :-1].detach()
-    lr = 1.0 / (z_x * z_x).sum(-1)[..., None, None]
+    sq = (z_x * z_x).sum(-1)[..., None, None]
+    check_finite(sq, f"||z_x||^2 of the learning rate (overflow in {sq.dtype}?)")
+    lr = 1.0 / sq
     check_finite(lr, f"learning rate 1/||z_x||^2 (overflow in {lr.dtype}?)")
+    if bool((lr < torch.finfo(lr.dtype).tiny).any()):  # subnormal: relative rounding lost
+        raise DegenerateReferenceError(f"learning rate 1/||z_x||^2 underflows {lr.dtype} "
+                                       f"(min {float(lr.min()):.3g}): z_x is too large for this dtype")
     out = []
     for w, w_all in zip(block.first_weights(), prefix_weights(block, updates)):
         w_i = w_all[:, :-1].detach().requires_grad_(True)

@@ -17,7 +17,7 @@ from icl_verify import (DTypeError, DegenerateReferenceError, DuplicateLayerErro
 from icl_verify.blocks import build_block, get_composition
 from icl_verify.strategies import cases, stack_cases
 from icl_verify.updates import safe_norm
-from properties._support import layers
+from properties._support import applicable, layers
 
 ENTRY_POINTS = ("context", "subset", "positions", "prefix", "theorem")
 
@@ -131,7 +131,8 @@ def test_degenerate_reference_exactly_when_z_is_zero(layer, data):
         with pytest.raises(DegenerateReferenceError, match=f"position {context.shape[1]}"):
             context_update(block, context, query)
     else:
-        upd = context_update(block, context, query)
+        with applicable():  # in float16 a left factor may overflow: NonFiniteError, rejected
+            upd = context_update(block, context, query)
         assert all(torch.isfinite(u).all() for u in upd.left) and torch.isfinite(upd.right).all()
 
 
