@@ -22,7 +22,6 @@ from .updates import (
     single_token,
     stack_updates,
     subset_update,
-    target_output,
     updated_inputs,
 )
 
@@ -88,10 +87,17 @@ def _combine(claim: str, checks: list[Check]) -> Check:
 
 
 def identity(block: ContextualBlock, update: ImplicitUpdate, *, claim: str = "identity",
-             dense: bool = True) -> Check:
-    """``block_{W+dW, s+ds}(reference) == block(target)`` for every entry of ``update``."""
+             dense: bool = True, target_side: tuple | None = None) -> Check:
+    """``block_{W+dW, s+ds}(reference) == block(target)`` for every entry of ``update``.
+
+    ``target_side``: the target side ``(hs_t, y_t)`` if already computed (a forward pass that
+    went through the block at the update's target: pre-activations ``W_k z_t + b_k`` and output
+    ``output(hs_t, s_t)``, leading dims those of ``update``); computed here otherwise."""
     with torch.no_grad():
-        y_t = target_output(block, update)
+        if target_side is None:
+            hs_t = block.pre_activations(update.target.z)
+            target_side = (hs_t, block.output(hs_t, update.target.s))
+        y_t = target_side[1]
         hs, s = updated_inputs(block, update, dense=dense)
         y_u = block.output(hs, s)
     lead = update.right.ndim - 1

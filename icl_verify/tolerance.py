@@ -26,8 +26,9 @@ With ``J`` the map's Jacobian at the updated side's point, to first order
 
 and the tolerance is ``TAIL sqrt(V)``, ``TAIL = 5`` (exceeded with probability <= 1/25 by Markov's
 inequality, about ``exp(-(TAIL - 1)^2 / 2)`` when the sum concentrates). ``||J diag(r)||_F`` is
-exact (reverse mode) for outputs up to ``EXACT_WIDTH`` wide, else estimated with Rademacher probes
-(one jvp per side). No power iteration; no ``sqrt(n)`` or alignment slack, which made the old
+exact (reverse mode) for outputs up to ``EXACT_WIDTH`` wide, else estimated with a Rademacher
+probe; both sides' terms go through one propagation (``r = hypot(r_t, r_u)``), split between the
+sides by the shared gain for the report. No power iteration; no ``sqrt(n)`` or alignment slack, which made the old
 worst-case tolerance 4e4 times the error on a 576-wide model.
 
 **Stacks.** Block ``l`` adds its own tolerance ``tol_l`` and amplifies what arrives by
@@ -91,8 +92,9 @@ TAIL = 5.0
 EXACT_WIDTH = 64
 """Outputs up to this width get the exact Jacobian (reverse mode); wider ones random probes."""
 
-PROBES = 2
-"""Rademacher probes of ``||J diag(r)||_F^2`` for outputs wider than :data:`EXACT_WIDTH`."""
+PROBES = 1
+"""Rademacher probes (jvps) of ``||J diag(r)||_F^2`` for outputs wider than :data:`EXACT_WIDTH`:
+one for both sides of an identity (docs/error-model.md, "Cost", measures its spread)."""
 
 
 def accumulation_roundoff(dtype: torch.dtype, device: torch.device | str = "cpu") -> float:
@@ -115,16 +117,18 @@ def rho(n: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> float
     return n ** 0.5 * accumulation_roundoff(dtype, device)
 
 
-def sum_scale(w2: torch.Tensor, z: torch.Tensor, wz: torch.Tensor) -> torch.Tensor:
-    """``q(W, z) = sqrt((W∘W)(z∘z) + (W z)^2)`` from ``w2 = W∘W`` ``(m, d)``, ``z`` ``(..., d)`` and
-    ``wz = W z`` ``(..., m)`` (at hand in every claim): ``(..., m)``.
+def sum_scale(w2: torch.Tensor, zs: Sequence[torch.Tensor], wzs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``sqrt(sum_i q(W, z_i)^2)`` with ``q(W, z) = sqrt((W∘W)(z∘z) + (W z)^2)``, from ``w2 = W∘W``
+    ``(m, d)``, vectors ``zs[i]`` ``(..., d)`` and their products ``wzs[i] = W z_i`` ``(..., m)`` (at
+    hand in every claim): ``(..., m)``, one matrix product whatever the number of vectors.
 
     The scale of the partial sums of each inner product ``w_i . z`` when they follow the straight
     line to their value plus a random walk of the terms (mean-square ``<= ||w_i∘z||^2 + (w_i.z)^2``);
     ``q <= sqrt(2) |W||z|``, and ``q`` is ``sqrt(d)`` times smaller than ``|W||z|`` for terms of
     random sign."""
-    z = wide(z)
-    return ((z * z) @ w2.T + wide(wz).square()).sqrt()
+    sq = sum(wide(z).square() for z in zs)
+    return torch.addmm(sum(wide(wz).square() for wz in wzs).flatten(0, -2), sq.flatten(0, -2), w2.T
+                       ).reshape(*sq.shape[:-1], w2.shape[0]).sqrt()
 
 
 def wide(t: torch.Tensor) -> torch.Tensor:
@@ -209,29 +213,27 @@ def _reverse_jacobian_norm(fn, inputs, entry_dims):
 
 
 def propagated_variance(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor],
-                        groups: Sequence[Sequence[torch.Tensor]], *, entry_dims: int) -> list[torch.Tensor]:
-    """``||J diag(r_g)||_F^2`` per entry ``(*E,)`` for each group ``g`` of scales: ``J`` the
-    Jacobian of ``fn`` at ``inputs`` (each ``(*E, n_j)``), ``r_g`` the concatenation of
-    ``groups[g]`` (one tensor per input, same shapes).
+                        scales: Sequence[torch.Tensor], *, entry_dims: int, width: int) -> torch.Tensor:
+    """``||J diag(r)||_F^2`` per entry ``(*E,)``: ``J`` the Jacobian of ``fn`` at ``inputs`` (each
+    ``(*E, n_j)``), ``r`` the concatenation of ``scales`` (one tensor per input, same shapes),
+    ``width`` the size of ``fn``'s output per entry.
 
     Exact from the reverse-mode Jacobian when the output is at most :data:`EXACT_WIDTH` wide or
-    has no forward-mode derivative; else ``||J (r_g * xi)||^2`` averaged over
-    ``max(1, PROBES // len(groups))`` Rademacher vectors ``xi`` from a fixed seed (unbiased)."""
+    has no forward-mode derivative; else ``||J (r * xi)||^2`` averaged over :data:`PROBES`
+    Rademacher vectors ``xi`` (unbiased): fixed seed, one sign per input component shared by
+    every entry (each entry's estimate is unbiased on its own), one jvp per probe."""
     inputs = tuple(x.detach() for x in inputs)
-    with torch.no_grad():
-        width = fn(*inputs).flatten(entry_dims).shape[-1]
     out = None
     if width > EXACT_WIDTH:
         try:
-            out = [_probed_variance(fn, inputs, g, entry_dims, max(1, PROBES // len(groups)))
-                   for g in groups]
+            out = _probed_variance(fn, inputs, scales, entry_dims, PROBES)
         except NotImplementedError:
             out = None
     if out is None:
         jac = wide(_reverse_jacobian(fn, inputs, entry_dims)).square()
-        out = [(jac * wide(torch.cat([sc.flatten(entry_dims) for sc in g], dim=-1)).square()[..., None, :])
-               .sum((-2, -1)) for g in groups]
-    if not all(torch.isfinite(v).all() for v in out):
+        out = (jac * wide(torch.cat([sc.flatten(entry_dims) for sc in scales], dim=-1)).square()[..., None, :]
+               ).sum((-2, -1))
+    if not torch.isfinite(out).all():
         raise NonFiniteError("the Jacobian of the block's map is not finite here (a value overflowed "
                              f"in {inputs[0].dtype}): the error model cannot bound the rounding")
     return out
@@ -247,8 +249,9 @@ def _probed_variance(fn, inputs, scales, entry_dims, probes):
     m = _entry_max(scales, entry_dims) if low else None
     total = 0
     for _ in range(probes):
-        tangents = tuple(sc * (2 * torch.randint(0, 2, sc.shape, generator=gen, device=sc.device,
-                                                  dtype=sc.dtype) - 1) for sc in scales)
+        signs = (torch.randint(0, 2, sc.shape[entry_dims:], generator=gen, device=sc.device) * 2 - 1
+                 for sc in scales)
+        tangents = tuple(sc * xi.to(sc.dtype) for sc, xi in zip(scales, signs))
         if low:
             tangents = tuple((t / m.reshape(m.shape + (1,) * (t.ndim - entry_dims))).to(x.dtype)
                              for t, x in zip(tangents, inputs))
@@ -288,12 +291,13 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
     side_t, side_u = [], []
     for (w, b), lf, h in zip(first_layers, left, hs):
         # W z_t = W z_r + left = h - b in exact arithmetic: first-order scales need no new product;
-        # q(W, z_t) <= q(W, z_r) + q(W, z_t - z_r) (triangle inequality on the random-walk part)
-        w2 = wide(w).square()
+        # q(W, z_t) <= q(W, z_r) + q(W, z_t - z_r) (triangle inequality on the random-walk part);
+        # one product gives q = sqrt(q_r^2 + q_d^2), and (Cauchy-Schwarz) q_r + q_d <= sqrt(2) q,
+        # 2 q_r + q_d <= sqrt(5) q
         wz_r = h - lf if b is None else h - b - lf
-        q_r, q_d = sum_scale(w2, reference.z, wz_r), sum_scale(w2, target.z - reference.z, lf)
-        acc_t = r_in * (q_r + q_d) + u * h.abs()
-        acc_u = r_in * (2 * q_r + q_d) + 3 * (u + r_in) * lf.abs() + 2 * u * h.abs()
+        q = sum_scale(wide(w).square(), (reference.z, target.z - reference.z), (wz_r, lf))
+        acc_t = r_in * 2 ** 0.5 * q + u * h.abs()
+        acc_u = r_in * 5 ** 0.5 * q + 3 * (u + r_in) * lf.abs() + 2 * u * h.abs()
         if b is not None:
             acc_t, acc_u = acc_t + u * b.abs(), acc_u + u * b.abs()
         side_t.append(acc_t + r_map * h.abs())
@@ -306,22 +310,37 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
     k = len(hs)
     fn = (lambda *a: block.output(list(a[:k]), a[k])) if s is not None else \
         (lambda *a: block.output(list(a), None))
-    var_t, var_u = propagated_variance(fn, inputs, [side_t, side_u], entry_dims=entry_dims)
+    # the two sides round independently: one propagation of both, ||J diag(r_t, r_u)||_F^2 with
+    # r = hypot(r_t, r_u), split between the sides by the shared gain (docs/error-model.md, cost)
+    var = propagated_variance(fn, inputs, [torch.hypot(a, c) for a, c in zip(side_t, side_u)],
+                              entry_dims=entry_dims, width=y.flatten(entry_dims).shape[-1])
+    n_t, n_u = entry_norm(*side_t, entry_dims=entry_dims), entry_norm(*side_u, entry_dims=entry_dims)
+    share = var / torch.hypot(n_t, n_u).square().clamp_min(torch.finfo(var.dtype).tiny)
+    var_t, var_u = share * n_t.square(), share * n_u.square()
     out = u * entry_norm(y, entry_dims=entry_dims)
     out = out + (rho(y.shape[-1] + 2, dt, dev) + 2 * u) * entry_norm(y if s is None else y - wide(s),
                                                                       entry_dims=entry_dims)
     out_sq = out.square()
     rounding_t = TAIL * (var_t + out_sq).sqrt()
     rounding_u = TAIL * (var_u + out_sq).sqrt()
-    r_norm = entry_norm(*side_t, *side_u, entry_dims=entry_dims)
-    gain = ((var_t + var_u).sqrt() / wide(r_norm).clamp_min(torch.finfo(y.dtype).tiny))
+    gain = share.sqrt()
     return torch.hypot(rounding_t, rounding_u), {
         "rounding_target": rounding_t, "rounding_updated": rounding_u, "gain": gain}
 
 
 def entry_norm(*tensors: torch.Tensor | None, entry_dims: int) -> torch.Tensor:
-    """Euclidean norm over everything but the ``entry_dims`` leading dims, jointly over tensors,
-    scaled by the largest magnitude so that squares of large entries do not overflow."""
+    """Euclidean norm over everything but the ``entry_dims`` leading dims, jointly over tensors.
+    One pass per tensor (``vector_norm``); entries whose sum of squares overflows or underflows
+    are recomputed scaled by their largest magnitude."""
     flat = [t.flatten(entry_dims) for t in tensors if t is not None]
+    n = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t, dim=-1) for t in flat]), dim=0)
+    fi = torch.finfo(n.dtype)
+    bad = ~torch.isfinite(n) | (n < fi.tiny ** 0.5 / fi.eps)
+    if bad.any():
+        n = torch.where(bad, _scaled_norm(flat, entry_dims), n)
+    return n
+
+
+def _scaled_norm(flat: Sequence[torch.Tensor], entry_dims: int) -> torch.Tensor:
     m = _entry_max(flat, entry_dims)
     return m * sum(((t / m[..., None]) ** 2).sum(-1) for t in flat).sqrt()

@@ -270,15 +270,18 @@ def position_updates(
     *,
     reference: str = "token",
     block_index: int | None = None,
+    decomposition: Decomposition | None = None,
 ) -> ImplicitUpdate:
     """Updates for every position of ``x`` ``(B, T, d)`` at once (docs/theory.md §4); leading dims ``(B, T)``.
 
     ``reference="token"``: position ``t`` against token ``x_t`` alone (what the context did to
     token ``t``); ``reference="query"``: against the last token ``x_T`` alone (the second
-    paper's choice). One causal forward plus one batched pass of length-1 sequences.
+    paper's choice). One causal forward plus one batched pass of length-1 sequences;
+    ``decomposition``: ``block.decompose(x)`` if already computed (then no causal forward here).
     """
     _check_sequence(x, block, block_index)
-    return _position_updates(block, x, block.decompose(x), reference, block_index)
+    target = block.decompose(x) if decomposition is None else decomposition
+    return _position_updates(block, x, target, reference, block_index)
 
 
 def _check_sequence(x: torch.Tensor, module, block_index: int | None = None) -> None:

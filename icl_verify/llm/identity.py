@@ -21,6 +21,9 @@ def identity_errors(lm: AdaptedLM, ids: torch.Tensor, *, dense: bool = False, pr
     """Identity errors at every layer and position (:func:`icl_verify.claims.identity`, the
     check every other command uses), and the last position's updates.
 
+    One pass over the layers: block ``l``'s forward pass (decomposition, pre-activations, output)
+    is the target side of its check and gives block ``l + 1`` its input.
+
     Returns ``(errors, ratios, updates)``: ``errors[l, t] = ||y_C - y_upd|| / ||y_C||`` and
     ``ratios[l, t]`` that error over the error model's tolerance, both ``(L, T)`` (reference: the
     token's layer input alone), and ``updates[l]`` the update of layer ``l`` at the last position
@@ -32,24 +35,32 @@ def identity_errors(lm: AdaptedLM, ids: torch.Tensor, *, dense: bool = False, pr
     """
     from tqdm.auto import tqdm
 
-    xs = lm.stack.block_inputs(lm.embed(ids))
     errors, ratios, last = [], [], []
     blocks = enumerate(lm.stack.blocks)
-    for l, block in tqdm(blocks, total=len(lm.stack), desc="identity", disable=not progress, leave=False):
-        upd = position_updates(block, xs[l], reference="token", block_index=l)
-        check = claims.identity(block, upd, dense=dense)
-        answer = claims.identity(block, upd[:, -1:], dense=True)
-        err = torch.cat([check.error[:, :-1], answer.error], dim=1)[0]
-        tol = torch.cat([check.tolerance[:, :-1], answer.tolerance], dim=1)[0]
-        scale = torch.cat([check.scale[:, :-1], answer.scale], dim=1)[0]
-        errors.append(err / scale)
-        ratios.append(err / tol)
-        last.append(upd[:, -1])
-        if terms is not None:
-            parts = {"tolerance": tol, **{n: torch.cat([check.terms[n][:, :-1], answer.terms[n]], dim=1)[0]
-                                          for n in check.terms}}
-            for n, t in parts.items():
-                terms.setdefault(n, []).append(t if n == "gain" else t / scale)
+    with torch.no_grad():
+        x = lm.embed(ids)
+        for l, block in tqdm(blocks, total=len(lm.stack), desc="identity", disable=not progress, leave=False):
+            # one pass: the target side at every position is the block's forward pass, whose
+            # output is the next block's input
+            dec = block.decompose(x)
+            hs_t = block.pre_activations(dec.z)
+            y_t = block.output(hs_t, dec.s)
+            upd = position_updates(block, x, reference="token", block_index=l, decomposition=dec)
+            check = claims.identity(block, upd, dense=dense, target_side=(hs_t, y_t))
+            answer = claims.identity(block, upd[:, -1:], dense=True,
+                                     target_side=([h[:, -1:] for h in hs_t], y_t[:, -1:]))
+            x = y_t
+            err = torch.cat([check.error[:, :-1], answer.error], dim=1)[0]
+            tol = torch.cat([check.tolerance[:, :-1], answer.tolerance], dim=1)[0]
+            scale = torch.cat([check.scale[:, :-1], answer.scale], dim=1)[0]
+            errors.append(err / scale)
+            ratios.append(err / tol)
+            last.append(upd[:, -1])
+            if terms is not None:
+                parts = {"tolerance": tol, **{n: torch.cat([check.terms[n][:, :-1], answer.terms[n]], dim=1)[0]
+                                              for n in check.terms}}
+                for n, t in parts.items():
+                    terms.setdefault(n, []).append(t if n == "gain" else t / scale)
     if terms is not None:
         terms.update({n: torch.stack(ts) for n, ts in terms.items()})
     return torch.stack(errors), torch.stack(ratios), last

@@ -1,0 +1,66 @@
+"""The pieces that keep the every-layer check cheap give what the direct computation gives: the
+one-pass ``identity_errors``, the one-product partial-sum scale, the joint propagation of both
+sides and the one-pass norms."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from icl_verify import build_block, claims, position_updates
+from icl_verify import tolerance as tol
+
+
+def test_sum_scale_is_the_root_sum_of_squares_of_each_scale():
+    g = torch.Generator().manual_seed(0)
+    w, z1, z2 = (torch.randn(*s, generator=g, dtype=torch.float64) for s in [(7, 5), (3, 5), (3, 5)])
+    each = [((z * z) @ (w * w).T + (z @ w.T) ** 2).sqrt() for z in (z1, z2)]
+    got = tol.sum_scale(w * w, (z1, z2), (z1 @ w.T, z2 @ w.T))
+    torch.testing.assert_close(got, torch.hypot(*each), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("width", [8, 80])  # exact (reverse mode) and probed
+def test_propagated_variance_of_an_orthogonal_map_is_the_scales_norm(width):
+    """``J = Q`` orthogonal: ``||Q diag(r)||_F^2 = ||r||^2``, and every Rademacher probe gives it exactly."""
+    g = torch.Generator().manual_seed(1)
+    q = torch.linalg.qr(torch.randn(width, width, generator=g, dtype=torch.float64))[0]
+    h = torch.randn(4, width, generator=g, dtype=torch.float64)
+    r = torch.rand(4, width, generator=g, dtype=torch.float64)
+    var = tol.propagated_variance(lambda x: x @ q, [h], [r], entry_dims=1, width=width)
+    torch.testing.assert_close(var, r.square().sum(-1), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("dtype, big, small", [(torch.float32, 1e30, 1e-30), (torch.float64, 1e300, 1e-300)])
+def test_entry_norm_neither_overflows_nor_underflows(dtype, big, small):
+    x = torch.tensor([[big, big, 0.0], [small, small, 0.0], [3.0, 4.0, 0.0], [0.0, 0.0, 0.0]], dtype=dtype)
+    want = torch.tensor([big * 2 ** 0.5, small * 2 ** 0.5, 5.0, 0.0], dtype=dtype)
+    torch.testing.assert_close(tol.entry_norm(x, entry_dims=1), want, rtol=1e-6, atol=0)
+    torch.testing.assert_close(tol.entry_norm(x[:, :1], x[:, 1:], entry_dims=1), want, rtol=1e-6, atol=0)
+
+
+def test_identity_with_the_target_side_given_is_the_identity():
+    block = build_block("softmax_attention", "gated", 8, heads=2, seed=3)
+    x = torch.randn(2, 6, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    upd = position_updates(block, x)
+    hs_t = block.pre_activations(upd.target.z)
+    plain = claims.identity(block, upd)
+    given = claims.identity(block, upd, target_side=(hs_t, block.output(hs_t, upd.target.s)))
+    for f in ("error", "tolerance", "scale"):
+        assert torch.equal(getattr(plain, f), getattr(given, f))
+    wrong = claims.identity(block, upd, target_side=(hs_t, block.output(hs_t, upd.target.s) * (1 + 1e-6)))
+    assert plain.passed and not wrong.passed
+
+
+def test_identity_errors_in_one_pass_equal_the_check_per_layer():
+    pytest.importorskip("transformers")
+    from icl_verify.adapters import adapt_causal_lm
+    from icl_verify.adapters.llama import tiny_lm
+    from icl_verify.llm import identity_errors
+
+    lm = adapt_causal_lm(tiny_lm("llama").requires_grad_(False))
+    ids = torch.randint(0, 64, (1, 9), generator=torch.Generator().manual_seed(0))
+    errors, ratios, _ = identity_errors(lm, ids)
+    xs = lm.stack.block_inputs(lm.embed(ids))
+    for l, block in enumerate(lm.stack.blocks):
+        check = claims.identity(block, position_updates(block, xs[l]), dense=False)
+        torch.testing.assert_close(errors[l, :-1], (check.error / check.scale)[0, :-1], rtol=0, atol=0)
+        torch.testing.assert_close(ratios[l, :-1], check.ratio[0, :-1], rtol=1e-12, atol=0)
