@@ -19,7 +19,6 @@ from .updates import (
     single_token,
     stack_updates,
     subset_update,
-    target_output,
     updated_inputs,
 )
 
@@ -88,11 +87,13 @@ def identity(block: ContextualBlock, update: ImplicitUpdate, *, claim: str = "id
              dense: bool = True) -> Check:
     """``block_{W+dW, s+ds}(reference) == block(target)`` for every entry of ``update``."""
     with torch.no_grad():
-        y_t = target_output(block, update)
+        hs_t = block.pre_activations(update.target.z)
+        y_t = block.output(hs_t, update.target.s)
         hs, s = updated_inputs(block, update, dense=dense)
         y_u = block.output(hs, s)
     lead = update.right.ndim - 1
-    bound, terms = tol.identity_bound(block, update, hs, s, y_u, entry_dims=lead)
+    bound, terms = tol.identity_bound(block, update, hs, s, y_u, entry_dims=lead,
+                                      target_side=(hs_t, y_t))
     err = tol.entry_norm(y_t - y_u, entry_dims=lead)
     return Check(claim, err, bound, tol.entry_norm(y_t, entry_dims=lead), terms)
 
