@@ -101,7 +101,8 @@ def identity(block: ContextualBlock, update: ImplicitUpdate, *, claim: str = "id
         hs, s = updated_inputs(block, update, dense=dense)
         y_u = block.output(hs, s)
     lead = update.right.ndim - 1
-    bound, terms = tol.identity_bound(block, update, hs, s, y_u, entry_dims=lead)
+    bound, terms = tol.identity_bound(block, update, hs, s, y_u, entry_dims=lead,
+                                      target_side=target_side)
     err = tol.entry_norm(y_t - y_u, entry_dims=lead)
     return Check(claim, err, bound, tol.entry_norm(y_t, entry_dims=lead), terms)
 

@@ -31,6 +31,14 @@ probe; both sides' terms go through one propagation (``r = hypot(r_t, r_u)``), s
 sides by the shared gain for the report. No power iteration; no ``sqrt(n)`` or alignment slack, which made the old
 worst-case tolerance 4e4 times the error on a 576-wide model.
 
+**Shared roundings.** Where both sides compute the same values (checked bitwise per entry, not
+assumed) their rounding is common and cancels in ``y_t - y_u``: entries whose pre-activations are
+equal (parallel blocks, the first position) drop the pre-activation and network terms; entries
+where both outputs are, bitwise, their bypass plus one network value ``g = output(h_u, 0)``
+(:func:`additive_entries`) differ by ``fl(s_t + g) - fl(s_u + g)`` exactly, so only the shift's
+rounding and each side's last addition remain: tolerance ``TAIL`` times the root sum of squares
+of ``u ||y_t||`` and ``u || |s_t - s_r| + |s_u| + |y_u| ||``.
+
 **Stacks.** Block ``l`` adds its own tolerance ``tol_l`` and amplifies what arrives by
 ``sigma_l``, the norm of the Jacobian of the updated block's map from the query representation
 to its output: ``E_l = sigma_l E_{l-1} + tol_l``, ``E_0 = 0`` (worst-case in the propagation);
@@ -267,7 +275,8 @@ def _entry_max(ts: Sequence[torch.Tensor], entry_dims: int) -> torch.Tensor:
 
 
 def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[torch.Tensor],
-                   s: torch.Tensor | None, y: torch.Tensor, *, entry_dims: int):
+                   s: torch.Tensor | None, y: torch.Tensor, *, entry_dims: int,
+                   target_side: tuple[Sequence[torch.Tensor], torch.Tensor] | None = None):
     """The identity's tolerance ``TAIL sqrt(V)`` of the module docstring, and its terms.
 
     Args:
@@ -277,6 +286,10 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
         hs: the updated side's pre-activations (the map's inputs), ``(*E, m_k)`` each.
         s: the updated side's bypass (the map's last input), ``(*E, d_out)``, or None.
         y: the updated side's output ``(*E, d_out)``.
+        target_side: the target side's pre-activations and output ``(hs_t, y_t)`` as computed, if at
+            hand: entries whose pre-activations are bitwise those of the updated side share the
+            network's rounding, which then cancels (:func:`shared_entries`); None charges both
+            sides independently everywhere.
 
     Returns ``(tolerance, terms)``: ``(*E,)`` and a dict of ``(*E,)`` tensors: ``rounding_target``
     and ``rounding_updated`` (``TAIL`` standard deviations of each side's rounding, propagated; the
@@ -288,6 +301,8 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
     u = unit_roundoff(dt)
     r_in = rho(target.z.shape[-1] + 3, dt, dev)
     r_map = rho(max(w.shape[0] for w, _ in first_layers) + 2, dt, dev) + 2 * u
+    same = shared_entries(hs, target_side, entry_dims)
+    keep = None if same is None else (~same).to(y.dtype)
     side_t, side_u = [], []
     for (w, b), lf, h in zip(first_layers, left, hs):
         # W z_t = W z_r + left = h - b in exact arithmetic: first-order scales need no new product;
@@ -297,11 +312,16 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
         wz_r = h - lf if b is None else h - b - lf
         q = sum_scale(wide(w).square(), (reference.z, target.z - reference.z), (wz_r, lf))
         acc_t = r_in * 2 ** 0.5 * q + u * h.abs()
-        acc_u = r_in * 5 ** 0.5 * q + 3 * (u + r_in) * lf.abs() + 2 * u * h.abs()
+        # updated: W z_r and W (z_t - z_r) (r_in q each) plus one rounding u per operand entry
+        # (of z_t - z_r, or of W + dW when dense): u q each, not another r_in q
+        acc_u = (r_in + u) * 2 ** 0.5 * q + 3 * (u + r_in) * lf.abs() + 2 * u * h.abs()
         if b is not None:
             acc_t, acc_u = acc_t + u * b.abs(), acc_u + u * b.abs()
-        side_t.append(acc_t + r_map * h.abs())
-        side_u.append(acc_u + r_map * h.abs())
+        acc_t, acc_u = acc_t + r_map * h.abs(), acc_u + r_map * h.abs()
+        if keep is not None:  # bitwise the same pre-activations: the same rounding on both sides
+            acc_t, acc_u = acc_t * keep[..., None], acc_u * keep[..., None]
+        side_t.append(acc_t)
+        side_u.append(acc_u)
     inputs = list(hs)
     if s is not None:
         side_t.append(u * target.s.abs() + u * s.abs())
@@ -323,9 +343,63 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
     out_sq = out.square()
     rounding_t = TAIL * (var_t + out_sq).sqrt()
     rounding_u = TAIL * (var_u + out_sq).sqrt()
+    if same is not None and s is not None:
+        additive = additive_entries(block, hs, s, y, target_side[1], target.s, same)
+        # y_t = fl(s_t + g), y_u = fl(s_u + g) with the same g: only the shift's rounding
+        # (u |s_t - s_r| + u |s_u|) and the last addition of each side (u |y|) remain
+        sh = wide(target.s - reference.s).abs()
+        add_t = TAIL * u * entry_norm(wide(target_side[1]), entry_dims=entry_dims)
+        add_u = TAIL * u * entry_norm(sh + wide(s).abs() + y.abs(), entry_dims=entry_dims)
+        rounding_t = torch.where(additive, add_t, rounding_t)
+        rounding_u = torch.where(additive, add_u, rounding_u)
     gain = share.sqrt()
     return torch.hypot(rounding_t, rounding_u), {
         "rounding_target": rounding_t, "rounding_updated": rounding_u, "gain": gain}
+
+
+def shared_entries(hs: Sequence[torch.Tensor], target_side: tuple[Sequence[torch.Tensor], torch.Tensor] | None,
+                   entry_dims: int) -> torch.Tensor | None:
+    """``(*E,)``: the entries at which every pre-activation of the target side (``target_side[0]``) equals
+    the updated side's (``hs``) component for component, as computed (not assumed: parallel
+    blocks, the first position, a context that changes nothing). There both sides evaluate the
+    network on the same values with the same kernel and shapes, so its rounding and the rounding
+    of the pre-activations are the same on both sides and cancel in ``y_t - y_u`` (to first order
+    through the bypass). None when ``target`` is not given."""
+    if target_side is None:
+        return None
+    return torch.stack([(a == b).flatten(entry_dims).all(-1) for a, b in zip(target_side[0], hs)]).all(0)
+
+
+def additive_entries(block: ContextualBlock, hs: Sequence[torch.Tensor], s: torch.Tensor, y: torch.Tensor,
+                     y_t: torch.Tensor, s_t: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """``(*E,)``: the entries where both sides are, bitwise, their bypass plus one network value
+    ``g = output(hs, 0)`` of the updated side: ``y_t == fl(s_t + g)`` and ``y == fl(s + g)``
+    component for component. There ``y_t - y_u = fl(s_t + g) - fl(s_u + g)`` exactly, whatever
+    the network's rounding was: it is the same value on both sides. This holds where the
+    pre-activations are the same (``same``: parallel blocks, the first position) and where the
+    network rounds its output so coarsely that both sides land on the same value (transformers'
+    RMSNorm computes in float32, so a post-network norm of a float64 model does). A post-norm
+    block (``norm(s + f)``) fails the check. ``g`` is evaluated at the ``same`` entries and one
+    other; only if that one passes, at the rest too (so a block where it cannot pass costs one
+    entry; every entry is still checked on its own)."""
+    flat = same.flatten()
+    probe = flat.clone()
+    rest = (~flat).nonzero()
+    if len(rest):
+        probe[rest[0]] = True
+    ok = _additive(block, hs, s, y, y_t, s_t, probe.reshape(same.shape))
+    if len(rest) > 1 and ok.flatten()[rest[0]]:
+        ok = ok | _additive(block, hs, s, y, y_t, s_t, ~probe.reshape(same.shape))
+    return ok
+
+
+def _additive(block, hs, s, y, y_t, s_t, mask):
+    with torch.no_grad():
+        g = block.output([h[mask] for h in hs], torch.zeros_like(s[mask]))
+    if g.shape != s[mask].shape:
+        return torch.zeros_like(mask)
+    ok = ((s_t[mask] + g) == y_t[mask]).all(-1) & ((s[mask] + g) == y[mask]).all(-1)
+    return torch.zeros_like(mask).masked_scatter(mask, ok)
 
 
 def entry_norm(*tensors: torch.Tensor | None, entry_dims: int) -> torch.Tensor:

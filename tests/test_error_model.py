@@ -30,9 +30,17 @@ def scaled(update, factor: float):
     return dataclasses.replace(update, left=tuple(u * factor for u in update.left))
 
 
+def context_free(update) -> bool:
+    """The whole update is exactly 0 (left factors and shift): the block's output at a token does
+    not depend on its context at all (Nemotron-H's MLP-only layers), so a scaled update is the
+    exact one and there is nothing wrong to catch."""
+    return all(not u.any() for u in update.left) and (update.shift is None or not update.shift.any())
+
+
 def layer_verdicts(stack, x: torch.Tensor, eps: float) -> tuple[list[float], list[bool]]:
-    """Per layer: the worst ratio of the exact updates at every position, and whether ``dW``
-    scaled by ``1 + eps`` fails somewhere."""
+    """Per layer: the worst ratio of the exact updates at every position, and, per layer whose
+    update is not exactly 0 (:func:`context_free`), whether ``dW`` scaled by ``1 + eps`` fails
+    somewhere."""
     ratios, caught = [], []
     with torch.no_grad():
         xs = stack.block_inputs(x)
@@ -41,7 +49,9 @@ def layer_verdicts(stack, x: torch.Tensor, eps: float) -> tuple[list[float], lis
         exact = claims.identity(block, upd, dense=False)
         assert exact.passed, f"layer {l}: exact update fails ({exact})"
         ratios.append(exact.worst_ratio)
-        caught.append(not claims.identity(block, scaled(upd, 1 + eps), dense=False).passed)
+        if not context_free(upd):
+            caught.append(not claims.identity(block, scaled(upd, 1 + eps), dense=False).passed)
+    assert caught, "every layer is context-free: nothing to discriminate"
     return ratios, caught
 
 
@@ -50,19 +60,23 @@ def _tokens(width: int, dtype: torch.dtype, t: int = 10) -> torch.Tensor:
     return torch.randn(2, t, width, generator=g, dtype=torch.float64).to(dtype)
 
 
-#: (architecture, dtype) pairs where the model is known to be looser than the target (worst
-#: ratio below 0.01) or where ``dW`` scaled by ``1 + eps`` moves the output by less than the
-#: rounding at some layer (measured; see docs/error-model.md). bfloat16 fails the second
-#: everywhere: 0.1 of a small update is below 25 roundings of a bfloat16 output. The other
-#: pairs have worst ratios of 0.0009-0.007 (a tolerance 140-1150 times the error). Strict:
-#: a pair that starts to meet the target fails here until it is taken off the list.
-SHORT = {("gemma2", torch.float64), ("gpt_neox", torch.float64), ("gpt_neox", torch.float32),
-         ("recurrent_gemma", torch.float32), ("mamba", torch.float16), ("recurrent_gemma", torch.float16)} \
-    | {(a, torch.bfloat16) for a in list_architectures()} \
-    | {(a, d) for a in ("codegen", "cohere", "cohere2", "falcon", "gptj", "phi", "nemotron_h")
-       for d in (torch.float64, torch.float32)} \
-    | {(a, torch.float64) for a in ("exaone4", "gemma3_text", "glm4", "olmo2", "olmo3")} \
-    | {("nemotron_h", torch.float16)}
+#: Parallel blocks (the whole update is the bypass shift): their discrimination scales the shift.
+PARALLEL = ("codegen", "cohere", "cohere2", "falcon", "gptj", "gpt_neox", "phi")
+
+#: (architecture, dtype) pairs known to miss a target, each measured (docs/error-model.md).
+#: Every exact update passes everywhere; every worst ratio is in [0.01, 1]; what is short is
+#: discrimination, where the wrong update does not move the output by more than the rounding:
+#: - bfloat16, every non-parallel architecture: ``dW x 1.1`` moves the output by 2-25 bfloat16
+#:   roundings (``u |y|``) at the missed layers, the tolerance is 20-60 of them while the error
+#:   seen is 0.5-2: the tolerance covers about ten bfloat16 roundings of each side times ``TAIL``;
+#: - float64 with a post-network norm (transformers' RMSNorm computes in float32): ``dW x
+#:   (1 + 1e-12)`` does not change the output at all (the float32 norm rounds it away);
+#: - mamba float16 and recurrent_gemma float32/float16: one of two layers, where ``dW x (1 + eps)``
+#:   moves the output by 0.4-0.8 of the tolerance.
+#: Strict: a pair that starts to meet the target fails here until it is taken off the list.
+SHORT = {(a, torch.bfloat16) for a in list_architectures() if a not in PARALLEL} \
+    | {(a, torch.float64) for a in ("exaone4", "gemma2", "gemma3_text", "glm4", "olmo2", "olmo3")} \
+    | {("mamba", torch.float16), ("recurrent_gemma", torch.float32), ("recurrent_gemma", torch.float16)}
 
 
 def _cases():
