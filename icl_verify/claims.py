@@ -144,7 +144,7 @@ def stack(model: Stack, x: torch.Tensor) -> Check:
     with torch.no_grad():
         target = model(x)[:, -1]
     h = x[:, -1]
-    bound = torch.zeros(x.shape[0], dtype=x.dtype)
+    bound = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     for block, upd in zip(model.blocks, updates):
         own = identity(block, upd).tolerance
         sigma = tol.spectral_norm(lambda q, b=block, u=upd: apply_update(b, u, single_token(b, q)),

@@ -187,7 +187,7 @@ def _entry_sq(ts: Sequence[torch.Tensor], entry_dims: int) -> torch.Tensor:
 def _power_iteration(fn, inputs, entry_dims, iterations):
     _, vjp_fn = torch.func.vjp(fn, *inputs)
     v = tuple(torch.ones_like(x) for x in inputs)
-    sigma = torch.zeros(inputs[0].shape[:entry_dims], dtype=inputs[0].dtype)
+    sigma = torch.zeros(inputs[0].shape[:entry_dims], dtype=inputs[0].dtype, device=inputs[0].device)
     tiny = torch.finfo(inputs[0].dtype).tiny
     for _ in range(iterations):
         nv = _entry_sq(v, entry_dims).sqrt().clamp_min(tiny)

@@ -1,6 +1,7 @@
 """The identity and its error model on a CUDA device (skipped where there is none): every tiny
 real architecture moved to the GPU, in float32 and bfloat16. Exact updates pass at every layer
-and position, and ``dW`` scaled by ``1 + eps`` fails at some layer.
+and position (and the stack claim in float32), and ``dW`` scaled by ``1 + eps`` fails at some
+layer.
 
 bfloat16 runs twice: with PyTorch's default, which allows cuBLAS to reduce in bfloat16
 (``torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction``), the error model must
@@ -72,6 +73,19 @@ def test_identity_on_cuda(arch, dtype, reduced_bf16):
     exact = _checks(stack, x)
     assert all(c.error.device.type == "cuda" for c in exact)
     assert all(torch.isfinite(c.tolerance).all() and c.passed for c in exact), [c.worst_ratio for c in exact]
+    if dtype == torch.float32:
+        assert claims.stack(stack, x).passed
     if not (dtype == torch.bfloat16 and reduced_bf16):
         wrong = _checks(stack, x, 1 + EPS[dtype])
         assert not all(c.passed for c in wrong), [c.worst_ratio for c in wrong]
+
+
+def test_llm_command_on_cuda(tmp_path, capsys):
+    """``icl-verify llm --device cuda`` on a saved tiny checkpoint, float32 and bfloat16: the
+    prompt's ids are moved to the model's device wherever the analysis embeds them."""
+    from test_llm_models import run_llm_on_checkpoint
+
+    from icl_verify.adapters import tiny_causal_lm
+
+    run_llm_on_checkpoint(tiny_causal_lm("llama", dtype=torch.float32), tmp_path, capsys,
+                          "--device", "cuda", "--dtype", "float32", "bfloat16")

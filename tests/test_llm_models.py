@@ -35,14 +35,15 @@ def test_llm_command_on_saved_checkpoint(model_type, tmp_path, capsys):
     run_llm_on_checkpoint(tiny_causal_lm(model_type, dtype=torch.float32), tmp_path, capsys)
 
 
-def run_llm_on_checkpoint(model, tmp_path, capsys) -> None:
-    """Save ``model`` with a character tokenizer; ``icl-verify llm --model DIR`` in float64 with
-    ``--through-model`` succeeds and reports the check through the model's own forward."""
+def run_llm_on_checkpoint(model, tmp_path, capsys, *options: str) -> None:
+    """Save ``model`` with a character tokenizer; ``icl-verify llm --model DIR`` (in float64 unless
+    ``options`` say otherwise) with ``--through-model`` succeeds and reports the check through the
+    model's own forward."""
     model_dir = tmp_path / "model"
     model.save_pretrained(model_dir)
     save_char_tokenizer(model_dir)
     code = main(["llm", "--model", str(model_dir), "--task", "antonyms", "--shots", "1", "--dtype",
-                 "float64", "--through-model", "--no-progress", "--out", str(tmp_path / "out")])
+                 "float64", "--through-model", "--no-progress", "--out", str(tmp_path / "out"), *options])
     out = capsys.readouterr().out
     assert "through the model's own forward" in out
     assert code == 0, out

@@ -85,7 +85,7 @@ class AdaptedLM:
         model: the unmodified ``transformers`` model.
         stack: adapter blocks, one per decoder layer, ``(B, T, d) -> (B, T, d)``.
         embed: ``embed(ids (B, T)) -> (B, T, d)``, the input of the first block (positions that are
-            added to embeddings, as in GPT-2, are included).
+            added to embeddings, as in GPT-2, are included); ids on any device.
         head: ``head(h (..., d)) -> logits (..., V)``: final norm, output matrix, soft-capping.
     """
 
@@ -93,6 +93,11 @@ class AdaptedLM:
     stack: Stack
     embed: Callable[[torch.Tensor], torch.Tensor]
     head: Callable[[torch.Tensor], torch.Tensor]
+
+    def __post_init__(self):
+        """``embed`` takes ids on any device: they are moved to the input embedding's device."""
+        embed, table = self.embed, self.model.get_input_embeddings()
+        self.embed = lambda ids: embed(ids.to(table.weight.device))
 
 
 MODEL_ADAPTERS: Registry[Callable[[nn.Module], AdaptedLM]] = Registry("model type")

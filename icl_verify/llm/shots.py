@@ -45,7 +45,7 @@ def shots_updates(lm: AdaptedLM, prompt: Prompt, *, progress: bool = False):
         final = ups
     rnorm = torch.stack([u.right.norm() for u in final])
     inc = torch.stack([torch.stack([(b - a).norm() for a, b in zip(lefts[k], lefts[k + 1])]) * rnorm
-                       for k in range(len(lefts) - 1)]) if len(lefts) > 1 else torch.zeros(0, len(final))
+                       for k in range(len(lefts) - 1)]) if len(lefts) > 1 else torch.zeros(0, len(final), device=rnorm.device)
     return torch.stack(norms), inc, torch.stack(ident), final
 
 
@@ -61,8 +61,7 @@ def shots_loss_gradients(lm: AdaptedLM, prompt: Prompt) -> list[list[torch.Tenso
             hs = [F.linear(dec.z, w, b) for w, (_, b) in zip(wl, block.first_layers())]
             x = block.output(hs, dec.s)
         logits = lm.head(x)[0, :-1]
-        target = ids[0, 1:]
-        keep = mask[0, 1:]
+        target, keep = ids[0, 1:].to(logits.device), mask[0, 1:].to(logits.device)
         loss = loss + F.cross_entropy(logits[keep], target[keep], reduction="sum")
     flat = [w for wl in ws for w in wl]
     grads = torch.autograd.grad(loss, flat)
