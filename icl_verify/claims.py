@@ -11,7 +11,7 @@ import torch
 
 from . import dynamics, tolerance as tol
 from .blocks import ContextualBlock, Stack
-from .errors import InconsistentEvaluationError, NonFiniteError, UnderflowError
+from .errors import InconsistentEvaluationError, NonFiniteError
 from .random_rounding import rounding_samples
 from .updates import (
     Decomposition,
@@ -187,17 +187,6 @@ def _decomposition_variance(block: ContextualBlock, upd: ImplicitUpdate, h: torc
     return var
 
 
-def _check_normal(claim: str, *groups) -> None:
-    """The matrix claims' hypothesis of no gradual underflow: every nonzero value of their
-    arithmetic (factors, dense updates, prefix weights, both sides) is a normal number of its
-    dtype; else :class:`~icl_verify.errors.UnderflowError` (a subnormal rounds absolutely)."""
-    for t in (t for g in groups for t in (g if isinstance(g, (tuple, list)) else (g,))):
-        a = t.detach().abs()
-        if bool(((a > 0) & (a < torch.finfo(t.dtype).tiny)).any()):
-            raise UnderflowError(f"{claim}: a value of the matrix arithmetic is subnormal in {t.dtype} "
-                                 f"(below {torch.finfo(t.dtype).tiny:.3g}): outside the error model")
-
-
 def _matrix_check(claim: str, rows) -> Check:
     """A check over first matrices: ``rows`` yields ``(lhs - rhs, elementwise bound, rhs)`` per
     matrix, each ``(..., m_k, d_z)``; error, tolerance and scale are Frobenius norms over all of
@@ -258,7 +247,6 @@ def increments(block: ContextualBlock, context: torch.Tensor, query: torch.Tenso
     with torch.no_grad():
         diffs = dynamics.increments(block, upd)
         formula = dynamics.increment_formula(block, upd)
-        _check_normal("increments", upd.left, upd.right, upd.dense(), upd.weights(block), diffs, formula)
         dt, dev = upd.right.dtype, upd.right.device
         c3, u = tol.rounding(3, upd.target.z.shape[-1], dt, dev), tol.unit_roundoff(dt)
         wide = tol.wide
@@ -276,7 +264,7 @@ def telescoping(block: ContextualBlock, context: torch.Tensor, query: torch.Tens
     (with autograd recording under the same rule as the prefix pass); entries ``(B,)``.
     ``updates``: the prefix updates if at hand, from the same kernels.
 
-    Hypotheses (checked, :func:`_same_evaluation`, :func:`_check_normal`): both passes evaluate the network input of the
+    Hypothesis (checked, :func:`_same_evaluation`): both passes evaluate the network input of the
     same sequence identically. Bound per element (docs/error-model.md, "Matrix claims"):
     ``(c(1, n-1) + u/(1-u)) sum_i |W_{i+1} - W_i| + u/(1-u) |W_n|
     + c_end |W| |fl(z_n - z_r)| |right|^T``: ``dW_n`` and ``dW(C)`` round the same
@@ -288,8 +276,6 @@ def telescoping(block: ContextualBlock, context: torch.Tensor, query: torch.Tens
     with torch.no_grad():
         diffs = dynamics.increments(block, upd)
         last = upd[:, -1]
-        _check_normal("telescoping", upd.left, upd.right, upd.dense(), upd.weights(block), diffs,
-                      full.left, full.right, full.dense())
         dt, dev, wide = context.dtype, context.device, tol.wide
         u, n = tol.unit_roundoff(dt), context.shape[1]
         d = last.target.z.shape[-1]
@@ -322,7 +308,6 @@ def sgd(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
     steps = dynamics.sgd_steps(block, upd)
     with torch.no_grad():
         weights = dynamics.prefix_weights(block, upd)
-        _check_normal("sgd", upd.left, upd.right, upd.dense(), weights, steps)
         dt, dev, d, wide = upd.right.dtype, upd.right.device, upd.target.z.shape[-1], tol.wide
         u, c3 = tol.unit_roundoff(dt), tol.rounding(3, d, dt, dev)
         c_r = _right_rounding(d, dt, dev)

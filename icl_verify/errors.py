@@ -31,11 +31,6 @@ class InconsistentEvaluationError(ICLVerifyError):
     sequence) differ: they ran through different kernels, whose rounding no error model bounds."""
 
 
-class UnderflowError(ICLVerifyError):
-    """A value of a claim's arithmetic fell below its dtype's smallest normal number, where rounding
-    is no longer relative and the error model's bounds do not hold."""
-
-
 class UnknownNameError(ICLVerifyError, KeyError):
     """No record (layer, composition, architecture, model type, task) has that name."""
 
