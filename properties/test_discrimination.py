@@ -39,8 +39,10 @@ def input_scale(block, upd) -> torch.Tensor:
     inputs = list(hs) + ([] if s is None else [s])
     fn = (lambda *a: block.output(list(a[:k]), a[k])) if s is not None else \
         (lambda *a: block.output(list(a), None))
-    (var,) = tolerance.propagated_variance(fn, inputs, [[x.abs() for x in inputs]],
-                                           entry_dims=upd.right.ndim - 1)
+    lead = upd.right.ndim - 1
+    with torch.no_grad():
+        width = fn(*inputs).shape[lead:].numel()
+    var = tolerance.propagated_variance(fn, inputs, [x.abs() for x in inputs], entry_dims=lead, width=width)
     return var.sqrt().detach()
 
 
