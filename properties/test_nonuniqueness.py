@@ -39,7 +39,9 @@ def test_any_v_with_unit_inner_product(layer, data):
     with applicable():
         upd = context_update(block, context, query)
     other = dataclasses.replace(upd, right=family_member(upd.right, upd.reference.z, size, seed))
-    verdict(claims.identity(block, other, claim="non_uniqueness"), layer)
+    with applicable():  # a float16 Jacobian may overflow: NonFiniteError, outside the hypotheses
+        check = claims.identity(block, other, claim="non_uniqueness")
+    verdict(check, layer)
     shortfalls = []
     # computed v = right + w' exactly, w' = v - right (in float64): ||v||^2 >= ||right||^2 (1 - cos^2)
     # with cos the measured cosine of right and w'; each dW rounds u per element and each norm
