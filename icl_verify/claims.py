@@ -17,6 +17,7 @@ from .updates import (
     Decomposition,
     ImplicitUpdate,
     apply_update,
+    block_forward,
     context_update,
     position_updates,
     single_token,
@@ -79,13 +80,6 @@ class Check:
                 f"{self.max_relative:.3g} ({'pass' if self.passed else 'FAIL'})")
 
 
-def _combine(claim: str, checks: list[Check]) -> Check:
-    cat = lambda ts: torch.cat([t.reshape(-1) for t in ts])  # noqa: E731
-    names = set.intersection(*(set(c.terms) for c in checks)) if checks else set()
-    return Check(claim, *(cat([getattr(c, f) for c in checks]) for f in ("error", "tolerance", "scale")),
-                 {n: cat([c.terms[n] for c in checks]) for n in sorted(names)})
-
-
 def identity(block: ContextualBlock, update: ImplicitUpdate, *, claim: str = "identity",
              dense: bool = True, target_side: tuple | None = None) -> Check:
     """``block_{W+dW, s+ds}(reference) == block(target)`` for every entry of ``update``.
@@ -95,8 +89,7 @@ def identity(block: ContextualBlock, update: ImplicitUpdate, *, claim: str = "id
     ``output(hs_t, s_t)``, leading dims those of ``update``); computed here otherwise."""
     with torch.no_grad():
         if target_side is None:
-            hs_t = block.pre_activations(update.target.z)
-            target_side = (hs_t, block.output(hs_t, update.target.s))
+            target_side = block_forward(block, update.target)
         y_t = target_side[1]
         hs, s = updated_inputs(block, update, dense=dense)
         y_u = block.output(hs, s)

@@ -186,8 +186,14 @@ def apply_update(
 
 def target_output(block: ContextualBlock, update: ImplicitUpdate) -> torch.Tensor:
     """The block's own output at the update's target: ``(..., d_out)``."""
-    t = update.target
-    return block.output(block.pre_activations(t.z), t.s)
+    return block_forward(block, update.target)[1]
+
+
+def block_forward(block: ContextualBlock, dec: Decomposition) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The block's own forward from a decomposition ``(z, s)``: pre-activations ``W_k z + b_k``
+    ``(..., m_k)`` and output ``output(hs, s)`` ``(..., d_out)``."""
+    hs = block.pre_activations(dec.z)
+    return hs, block.output(hs, dec.s)
 
 
 def single_token(block: ContextualBlock, tokens: torch.Tensor) -> Decomposition:

@@ -8,7 +8,7 @@ import torch
 
 from .. import claims
 from ..adapters import AdaptedLM
-from ..updates import ImplicitUpdate, position_updates, run_stack_updated
+from ..updates import ImplicitUpdate, block_forward, position_updates, run_stack_updated
 
 
 def combined_norm(update: ImplicitUpdate) -> torch.Tensor:
@@ -43,8 +43,7 @@ def identity_errors(lm: AdaptedLM, ids: torch.Tensor, *, dense: bool = False, pr
             # one pass: the target side at every position is the block's forward pass, whose
             # output is the next block's input
             dec = block.decompose(x)
-            hs_t = block.pre_activations(dec.z)
-            y_t = block.output(hs_t, dec.s)
+            hs_t, y_t = block_forward(block, dec)
             upd = position_updates(block, x, reference="token", block_index=l, decomposition=dec)
             check = claims.identity(block, upd, dense=dense, target_side=(hs_t, y_t))
             answer = claims.identity(block, upd[:, -1:], dense=True,
