@@ -199,16 +199,27 @@ def _power_iteration(fn, inputs, entry_dims, iterations):
 
 
 def _reverse_jacobian(fn, inputs, entry_dims):
-    """The Jacobian of ``fn`` at ``inputs``, one reverse pass per output component: ``(*E, p, n)``."""
+    """The Jacobian of ``fn`` at ``inputs``: ``(*E, p, n)``. One reverse pass batched over the ``p``
+    output components (``is_grads_batched``, autograd's vmap); one pass per component where an
+    operation has no batching rule."""
     xs = tuple(x.clone().requires_grad_(True) for x in inputs)
     with torch.enable_grad():
         y = fn(*xs)
         flat = y.flatten(entry_dims)
-        rows = []
-        for j in range(flat.shape[-1]):
-            grads = torch.autograd.grad(flat[..., j].sum(), xs, retain_graph=True, allow_unused=True)
-            rows.append(torch.cat([(torch.zeros_like(x) if g is None else g).flatten(entry_dims)
-                                   for g, x in zip(grads, xs)], dim=-1))
+        p = flat.shape[-1]
+        try:
+            eye = torch.eye(p, dtype=y.dtype, device=y.device)
+            seeds = eye.reshape((p,) + (1,) * entry_dims + (p,)).expand((p,) + flat.shape).reshape((p,) + y.shape)
+            grads = torch.autograd.grad(y, xs, seeds, retain_graph=True, allow_unused=True,
+                                        is_grads_batched=True)
+            rows = [torch.cat([(torch.zeros_like(x) if g is None else g[j]).flatten(entry_dims)
+                               for g, x in zip(grads, xs)], dim=-1) for j in range(p)]
+        except RuntimeError:
+            rows = []
+            for j in range(p):
+                grads = torch.autograd.grad(flat[..., j].sum(), xs, retain_graph=True, allow_unused=True)
+                rows.append(torch.cat([(torch.zeros_like(x) if g is None else g).flatten(entry_dims)
+                                       for g, x in zip(grads, xs)], dim=-1))
     jac = torch.stack(rows, dim=-2)  # (*E, p, n)
     if not torch.isfinite(jac).all():
         raise NonFiniteError("the Jacobian of the block's map is not finite here (a value overflowed "
