@@ -81,8 +81,11 @@ class Check:
 
 
 def identity(block: ContextualBlock, update: ImplicitUpdate, *, claim: str = "identity",
-             dense: bool = True, target_side: tuple | None = None) -> Check:
+             dense: bool | torch.Tensor = True, target_side: tuple | None = None) -> Check:
     """``block_{W+dW, s+ds}(reference) == block(target)`` for every entry of ``update``.
+
+    ``dense``: where the updated side materialises ``W + dW`` (:func:`icl_verify.updates.updated_inputs`:
+    everywhere, nowhere, or at the ``True`` entries of a boolean tensor over the leading dims).
 
     ``target_side``: the target side ``(hs_t, y_t)`` if already computed (a forward pass that
     went through the block at the update's target: pre-activations ``W_k z_t + b_k`` and output
@@ -92,10 +95,8 @@ def identity(block: ContextualBlock, update: ImplicitUpdate, *, claim: str = "id
             target_side = block_forward(block, update.target)
         y_t = target_side[1]
         hs, s = updated_inputs(block, update, dense=dense)
-        y_u = block.output(hs, s)
     lead = update.right.ndim - 1
-    bound, terms = tol.identity_bound(block, update, hs, s, y_u, entry_dims=lead,
-                                      target_side=target_side)
+    bound, terms, y_u = tol.identity_bound(block, update, hs, s, entry_dims=lead, target_side=target_side)
     err = tol.entry_norm(y_t - y_u, entry_dims=lead)
     return Check(claim, err, bound, tol.entry_norm(y_t, entry_dims=lead), terms)
 

@@ -101,7 +101,7 @@ EXACT_WIDTH = 64
 """Outputs up to this width get the exact Jacobian (reverse mode); wider ones random probes."""
 
 PROBES = 1
-"""Rademacher probes (jvps) of ``||J diag(r)||_F^2`` for outputs wider than :data:`EXACT_WIDTH`:
+"""Rademacher probes (reverse passes) of ``||J diag(r)||_F^2`` for outputs wider than :data:`EXACT_WIDTH`:
 one for both sides of an identity (docs/error-model.md, "Cost", measures its spread)."""
 
 
@@ -125,18 +125,31 @@ def rho(n: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> float
     return n ** 0.5 * accumulation_roundoff(dtype, device)
 
 
-def sum_scale(w2: torch.Tensor, zs: Sequence[torch.Tensor], wzs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``sqrt(sum_i q(W, z_i)^2)`` with ``q(W, z) = sqrt((W∘W)(z∘z) + (W z)^2)``, from ``w2 = W∘W``
-    ``(m, d)``, vectors ``zs[i]`` ``(..., d)`` and their products ``wzs[i] = W z_i`` ``(..., m)`` (at
-    hand in every claim): ``(..., m)``, one matrix product whatever the number of vectors.
+def sum_scale(w: torch.Tensor, zs: Sequence[torch.Tensor], wzs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``sqrt(sum_i q(W, z_i)^2)`` with ``q(W, z) = sqrt((W∘W)(z∘z) + (W z)^2)``, from ``W`` ``(m, d)``,
+    vectors ``zs[i]`` ``(..., d)`` and their products ``wzs[i] = W z_i`` ``(..., m)`` (at hand in
+    every claim): ``(..., m)``, one matrix product whatever the number of vectors.
 
     The scale of the partial sums of each inner product ``w_i . z`` when they follow the straight
     line to their value plus a random walk of the terms (mean-square ``<= ||w_i∘z||^2 + (w_i.z)^2``);
     ``q <= sqrt(2) |W||z|``, and ``q`` is ``sqrt(d)`` times smaller than ``|W||z|`` for terms of
-    random sign."""
+    random sign. For float64 values the product ``(W∘W)(sum_i z_i∘z_i)`` runs in float32 (half the
+    time of a float64 one) on operands divided by their largest entry: a sum of non-negative terms, so its relative
+    error is below ``d u_32`` (3e-5 for ``d = 576``), immaterial for a scale; terms more than 1e38
+    times smaller than the largest ``W_ij^2`` times the largest ``z_j^2`` of their entry are dropped."""
     sq = sum(wide(z).square() for z in zs)
-    return torch.addmm(sum(wide(wz).square() for wz in wzs).flatten(0, -2), sq.flatten(0, -2), w2.T
-                       ).reshape(*sq.shape[:-1], w2.shape[0]).sqrt()
+    wz2 = wide(wzs[0]).square()
+    for wz in wzs[1:]:
+        wz2.addcmul_(wz, wz)
+    lead, sq = sq.shape[:-1], sq.flatten(0, -2)
+    if w.dtype != torch.float64:
+        w2 = wide(w.detach()).square()
+        return torch.addmm(wz2.flatten(0, -2), sq, w2.T).reshape(*lead, w.shape[0]).sqrt_()
+    m_w = torch.linalg.vector_norm(w.detach(), ord=float("inf")).clamp_min(torch.finfo(w.dtype).tiny)
+    m_z = sq.amax(-1, keepdim=True)
+    m_z = torch.where(m_z > 0, m_z, torch.ones_like(m_z))
+    prod = (sq / m_z).float() @ (w.detach() / m_w).float().square_().T
+    return wz2.addcmul_(prod.to(wz2.dtype).reshape(*lead, w.shape[0]), (m_z * m_w ** 2).reshape(*lead, 1)).sqrt_()
 
 
 def wide(t: torch.Tensor) -> torch.Tensor:
@@ -232,51 +245,57 @@ def _reverse_jacobian_norm(fn, inputs, entry_dims):
 
 
 def propagated_variance(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor],
-                        scales: Sequence[torch.Tensor], *, entry_dims: int, width: int) -> torch.Tensor:
-    """``||J diag(r)||_F^2`` per entry ``(*E,)``: ``J`` the Jacobian of ``fn`` at ``inputs`` (each
-    ``(*E, n_j)``), ``r`` the concatenation of ``scales`` (one tensor per input, same shapes),
-    ``width`` the size of ``fn``'s output per entry.
+                        scales: Sequence[Sequence[torch.Tensor]], *, entry_dims: int,
+                        width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``||J diag(r)||_F^2`` for each set ``r`` of ``scales``, ``(S, *E)``, and the value
+    ``fn(*inputs)`` ``(*E, ...)``: ``J`` the Jacobian of ``fn`` at ``inputs`` (each ``(*E, n_j)``),
+    each set one tensor per input (same shapes), ``r`` their concatenation; ``width`` the size of
+    ``fn``'s output per entry (found by evaluating ``fn`` when not given).
 
-    Exact from the reverse-mode Jacobian when the output is at most :data:`EXACT_WIDTH` wide or
-    has no forward-mode derivative; else ``||J (r * xi)||^2`` averaged over :data:`PROBES`
-    Rademacher vectors ``xi`` (unbiased): fixed seed, one sign per input component shared by
-    every entry (each entry's estimate is unbiased on its own), one jvp per probe."""
+    Exact from the reverse-mode Jacobian when the output is at most :data:`EXACT_WIDTH` wide;
+    else ``||diag(r) J^T eta||^2`` averaged over :data:`PROBES` Rademacher vectors ``eta`` of the
+    output space (unbiased: ``E[eta^T J diag(r)^2 J^T eta] = tr(J diag(r)^2 J^T)``), fixed seed,
+    one sign per output component shared by every entry (each entry's estimate is unbiased on
+    its own), one reverse pass per probe for every set, after one forward pass that gives the
+    value (the same kernels as a plain evaluation; tests/test_check_cost.py checks it bitwise on
+    every tiny real architecture)."""
     inputs = tuple(x.detach() for x in inputs)
-    out = None
+    if width is None or width <= EXACT_WIDTH:
+        with torch.no_grad():
+            value = fn(*inputs)
+        width = value.flatten(entry_dims).shape[-1]
     if width > EXACT_WIDTH:
-        try:
-            out = _probed_variance(fn, inputs, scales, entry_dims, PROBES)
-        except NotImplementedError:
-            out = None
-    if out is None:
+        out, value = _probed_variance(fn, inputs, scales, entry_dims, PROBES)
+    else:
         jac = wide(_reverse_jacobian(fn, inputs, entry_dims)).square()
-        out = (jac * wide(torch.cat([sc.flatten(entry_dims) for sc in scales], dim=-1)).square()[..., None, :]
-               ).sum((-2, -1))
+        out = torch.stack([
+            (jac * wide(torch.cat([sc.flatten(entry_dims) for sc in set_], dim=-1)).square()[..., None, :]
+             ).sum((-2, -1)) for set_ in scales])
     if not torch.isfinite(out).all():
         raise NonFiniteError("the Jacobian of the block's map is not finite here (a value overflowed "
                              f"in {inputs[0].dtype}): the error model cannot bound the rounding")
-    return out
+    return out, value
 
 
 def _probed_variance(fn, inputs, scales, entry_dims, probes):
-    """The probes run in the inputs' dtype (a jvp's tangents must match its primals); in
-    bfloat16/float16 each entry's tangent is divided by its largest scale first, so that scales
-    of a few roundings neither underflow nor lose their relative precision, and the product is
-    scaled back in float32 (the jvp is linear in the tangent)."""
+    """The probes' estimates ``(S, *E)`` and ``fn``'s value. The cotangents are signs (exact in
+    every dtype); the scales multiply the gradients ``J^T eta`` in float32 at least, where a scale
+    of a few roundings of a bfloat16/float16 value neither underflows nor loses relative precision."""
     gen = torch.Generator(device=inputs[0].device).manual_seed(0)
-    low = inputs[0].element_size() < 4
-    m = _entry_max(scales, entry_dims) if low else None
-    total = 0
-    for _ in range(probes):
-        signs = (torch.randint(0, 2, sc.shape[entry_dims:], generator=gen, device=sc.device) * 2 - 1
-                 for sc in scales)
-        tangents = tuple(sc * xi.to(sc.dtype) for sc, xi in zip(scales, signs))
-        if low:
-            tangents = tuple((t / m.reshape(m.shape + (1,) * (t.ndim - entry_dims))).to(x.dtype)
-                             for t, x in zip(tangents, inputs))
-        jv = wide(torch.func.jvp(fn, inputs, tangents)[1]).flatten(entry_dims).square().sum(-1)
-        total = total + (jv * m.square() if low else jv)
-    return total / probes
+    xs = tuple(x.detach().requires_grad_(True) for x in inputs)  # no copy: a new leaf on the same storage
+    with torch.enable_grad():
+        y = fn(*xs)
+    total = torch.zeros((len(scales),) + y.shape[:entry_dims], dtype=torch.promote_types(y.dtype, torch.float32),
+                        device=y.device)
+    for i in range(probes):
+        eta = torch.randint(0, 2, y.shape[entry_dims:], generator=gen, device=y.device).to(y.dtype) * 2 - 1
+        grads = torch.autograd.grad(y, xs, eta.expand_as(y), retain_graph=i < probes - 1, allow_unused=True)
+        grads = [None if g is None else wide(g) for g in grads]
+        for k, set_ in enumerate(scales):
+            for g, sc in zip(grads, set_):
+                if g is not None:
+                    total[k] += torch.linalg.vector_norm((g * wide(sc)).flatten(entry_dims), dim=-1).square()
+    return total / probes, y.detach()
 
 
 def _entry_max(ts: Sequence[torch.Tensor], entry_dims: int) -> torch.Tensor:
@@ -286,7 +305,7 @@ def _entry_max(ts: Sequence[torch.Tensor], entry_dims: int) -> torch.Tensor:
 
 
 def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[torch.Tensor],
-                   s: torch.Tensor | None, y: torch.Tensor, *, entry_dims: int,
+                   s: torch.Tensor | None, *, entry_dims: int,
                    target_side: tuple[Sequence[torch.Tensor], torch.Tensor] | None = None):
     """The identity's tolerance ``TAIL sqrt(V)`` of the module docstring, and its terms.
 
@@ -296,24 +315,24 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
             ``(*E, m_k)``.
         hs: the updated side's pre-activations (the map's inputs), ``(*E, m_k)`` each.
         s: the updated side's bypass (the map's last input), ``(*E, d_out)``, or None.
-        y: the updated side's output ``(*E, d_out)``.
         target_side: the target side's pre-activations and output ``(hs_t, y_t)`` as computed, if at
             hand: entries whose pre-activations are bitwise those of the updated side share the
             network's rounding, which then cancels (:func:`shared_entries`); None charges both
             sides independently everywhere.
 
-    Returns ``(tolerance, terms)``: ``(*E,)`` and a dict of ``(*E,)`` tensors: ``rounding_target``
+    Returns ``(tolerance, terms, y)``: ``(*E,)``, a dict of ``(*E,)`` tensors: ``rounding_target``
     and ``rounding_updated`` (``TAIL`` standard deviations of each side's rounding, propagated; the
     tolerance is their root sum of squares) and ``gain`` (``||J diag(r)||_F / ||r||``: how much the
-    map amplifies the rounding of its inputs).
+    map amplifies the rounding of its inputs), and the updated side's output ``y = output(hs, s)``
+    ``(*E, d_out)`` (the propagation evaluates the map anyway: no second evaluation).
     """
     first_layers, target, reference, left = block.first_layers(), update.target, update.reference, update.left
-    dt, dev, y = y.dtype, y.device, wide(y)
+    dt, dev = hs[0].dtype, hs[0].device
     u = unit_roundoff(dt)
     r_in = rho(target.z.shape[-1] + 3, dt, dev)
     r_map = rho(max(w.shape[0] for w, _ in first_layers) + 2, dt, dev) + 2 * u
     same = shared_entries(hs, target_side, entry_dims)
-    keep = None if same is None else (~same).to(y.dtype)
+    shared = same.nonzero(as_tuple=True) if same is not None and same.any() else None
     side_t, side_u = [], []
     for (w, b), lf, h in zip(first_layers, left, hs):
         # W z_t = W z_r + left = h - b in exact arithmetic: first-order scales need no new product;
@@ -321,16 +340,21 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
         # one product gives q = sqrt(q_r^2 + q_d^2), and (Cauchy-Schwarz) q_r + q_d <= sqrt(2) q,
         # 2 q_r + q_d <= sqrt(5) q
         wz_r = h - lf if b is None else h - b - lf
-        q = sum_scale(wide(w).square(), (reference.z, target.z - reference.z), (wz_r, lf))
-        acc_t = r_in * 2 ** 0.5 * q + u * h.abs()
+        q = sum_scale(w, (reference.z, target.z - reference.z), (wz_r, lf))
+        h_abs, lf_abs = wide(h).abs(), wide(lf).abs()
+        # target: r_in q_t + u |h| (the stored pre-activation) + r_map |h| (the network);
         # updated: W z_r and W (z_t - z_r) (r_in q each) plus one rounding u per operand entry
-        # (of z_t - z_r, or of W + dW when dense): u q each, not another r_in q
-        acc_u = (r_in + u) * 2 ** 0.5 * q + 3 * (u + r_in) * lf.abs() + 2 * u * h.abs()
+        # (of z_t - z_r, or of W + dW when dense): u q each, not another r_in q, then
+        # 3 (u + r_in) |left| + 2 u |h| + r_map |h|. In place, a few passes over (*E, m).
+        acc_t = torch.add(q * (r_in * 2 ** 0.5), h_abs, alpha=u + r_map)
+        acc_u = torch.add(q.mul_((r_in + u) * 2 ** 0.5), lf_abs, alpha=3 * (u + r_in)).add_(h_abs, alpha=2 * u + r_map)
         if b is not None:
-            acc_t, acc_u = acc_t + u * b.abs(), acc_u + u * b.abs()
-        acc_t, acc_u = acc_t + r_map * h.abs(), acc_u + r_map * h.abs()
-        if keep is not None:  # bitwise the same pre-activations: the same rounding on both sides
-            acc_t, acc_u = acc_t * keep[..., None], acc_u * keep[..., None]
+            ub = u * wide(b).abs()
+            acc_t.add_(ub)
+            acc_u.add_(ub)
+        if shared is not None:  # bitwise the same pre-activations: the same rounding on both sides
+            acc_t[shared] = 0
+            acc_u[shared] = 0
         side_t.append(acc_t)
         side_u.append(acc_u)
     inputs = list(hs)
@@ -341,13 +365,13 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
     k = len(hs)
     fn = (lambda *a: block.output(list(a[:k]), a[k])) if s is not None else \
         (lambda *a: block.output(list(a), None))
-    # the two sides round independently: one propagation of both, ||J diag(r_t, r_u)||_F^2 with
-    # r = hypot(r_t, r_u), split between the sides by the shared gain (docs/error-model.md, cost)
-    var = propagated_variance(fn, inputs, [torch.hypot(a, c) for a, c in zip(side_t, side_u)],
-                              entry_dims=entry_dims, width=y.flatten(entry_dims).shape[-1])
+    # the two sides round independently: one propagation (one probe) serves both sets of scales
+    (var_t, var_u), y_u = propagated_variance(
+        fn, inputs, [side_t, side_u], entry_dims=entry_dims,
+        width=None if target_side is None else target_side[1].flatten(entry_dims).shape[-1])
+    y = wide(y_u)
     n_t, n_u = entry_norm(*side_t, entry_dims=entry_dims), entry_norm(*side_u, entry_dims=entry_dims)
-    share = var / torch.hypot(n_t, n_u).square().clamp_min(torch.finfo(var.dtype).tiny)
-    var_t, var_u = share * n_t.square(), share * n_u.square()
+    share = (var_t + var_u) / torch.hypot(n_t, n_u).square().clamp_min(torch.finfo(var_t.dtype).tiny)
     out = u * entry_norm(y, entry_dims=entry_dims)
     out = out + (rho(y.shape[-1] + 2, dt, dev) + 2 * u) * entry_norm(y if s is None else y - wide(s),
                                                                       entry_dims=entry_dims)
@@ -365,7 +389,7 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
         rounding_u = torch.where(additive, add_u, rounding_u)
     gain = share.sqrt()
     return torch.hypot(rounding_t, rounding_u), {
-        "rounding_target": rounding_t, "rounding_updated": rounding_u, "gain": gain}
+        "rounding_target": rounding_t, "rounding_updated": rounding_u, "gain": gain}, y_u
 
 
 def shared_entries(hs: Sequence[torch.Tensor], target_side: tuple[Sequence[torch.Tensor], torch.Tensor] | None,
@@ -378,7 +402,13 @@ def shared_entries(hs: Sequence[torch.Tensor], target_side: tuple[Sequence[torch
     through the bypass). None when ``target`` is not given."""
     if target_side is None:
         return None
-    return torch.stack([(a == b).flatten(entry_dims).all(-1) for a, b in zip(target_side[0], hs)]).all(0)
+    pairs = [(a.flatten(entry_dims), b.flatten(entry_dims)) for a, b in zip(target_side[0], hs)]
+    # candidates: the entries whose first components agree; the full comparison on those only
+    same = torch.stack([(a[..., :8] == b[..., :8]).all(-1) for a, b in pairs]).all(0)
+    if same.any():
+        idx = same.nonzero(as_tuple=True)
+        same[idx] = torch.stack([(a[idx] == b[idx]).all(-1) for a, b in pairs]).all(0)
+    return same
 
 
 def additive_entries(block: ContextualBlock, hs: Sequence[torch.Tensor], s: torch.Tensor, y: torch.Tensor,

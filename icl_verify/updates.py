@@ -137,7 +137,7 @@ def general_update(
             f"no rank-one update u z_r^T / ||z_r||^2 exists{where(block, pos)}"
         )
     dz = z_t - z_r
-    left = tuple(dz @ w.T for w in weights)
+    left = tuple(torch.nn.functional.linear(dz, w) for w in weights)
     shift = None if target.s is None else target.s - reference.s
     for name, t in [("left factor W (z_t - z_r)", u) for u in left] + [("bypass shift", shift)]:
         if t is not None:
@@ -150,16 +150,25 @@ def updated_inputs(
     update: ImplicitUpdate,
     reference: Decomposition | None = None,
     *,
-    dense: bool = True,
+    dense: bool | torch.Tensor = True,
 ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """The pre-activations ``(W_k + dW_k) z_r + b_k`` and bypass ``s_r + ds`` of the updated
     block at ``reference`` (default: the update's own): what :meth:`ContextualBlock.output` reads.
 
     ``dense=True`` materialises ``W_k + dW_k`` (the claim about the weight matrix, as stated);
-    ``dense=False`` uses ``W_k z + left_k (right . z)`` (same thing, O(m + d) per position).
+    ``dense=False`` uses ``W_k z + left_k (right . z)`` (same thing, O(m + d) per position); a
+    boolean tensor over the leading dims materialises at its ``True`` entries only.
     """
     ref = update.reference if reference is None else reference
     z = ref.z
+    if isinstance(dense, torch.Tensor):
+        hs, s = updated_inputs(block, update, ref, dense=False)
+        if dense.any():
+            idx = dense.nonzero(as_tuple=True)
+            sub = Decomposition(z[idx], None if ref.s is None else ref.s[idx])
+            for h, h_dense in zip(hs, updated_inputs(block, update[idx], sub, dense=True)[0]):
+                h[idx] = h_dense
+        return hs, s
     hs = []
     if dense:
         for w_new, (_, b) in zip(update.weights(block), block.first_layers()):
@@ -168,7 +177,7 @@ def updated_inputs(
     else:
         coeff = (update.right * z).sum(-1, keepdim=True)
         for u, h in zip(update.left, block.pre_activations(z)):
-            hs.append(h + u * coeff)
+            hs.append(torch.addcmul(h, u, coeff))
     return hs, None if ref.s is None else ref.s + update.shift
 
 

@@ -60,16 +60,14 @@ def input_scale(block, upd) -> torch.Tensor:
     fn = (lambda *a: block.output(list(a[:k]), a[k])) if s is not None else \
         (lambda *a: block.output(list(a), None))
     lead = upd.right.ndim - 1
-    with torch.no_grad():
-        width = fn(*inputs).shape[lead:].numel()
     sizes = []
     for (w, b), lf, h in zip(block.first_layers(), upd.left, hs):
         wz_r = h - lf if b is None else h - b - lf
-        q = tolerance.sum_scale(w.square(), (upd.reference.z, upd.target.z - upd.reference.z), (wz_r, lf))
+        q = tolerance.sum_scale(w, (upd.reference.z, upd.target.z - upd.reference.z), (wz_r, lf))
         sizes.append(h.abs() + q.to(h.dtype) + (0 if b is None else b.abs()))
     if s is not None:
         sizes.append(s.abs() + upd.reference.s.abs() + (upd.target.s - upd.reference.s).abs())
-    var = tolerance.propagated_variance(fn, inputs, sizes, entry_dims=lead, width=width)
+    var = tolerance.propagated_variance(fn, inputs, [sizes], entry_dims=lead)[0][0]
     return var.sqrt().detach()
 
 

@@ -10,23 +10,35 @@ from icl_verify import build_block, claims, position_updates
 from icl_verify import tolerance as tol
 
 
-def test_sum_scale_is_the_root_sum_of_squares_of_each_scale():
+@pytest.mark.parametrize("w_size, z_size", [(1.0, 1.0), (1e150, 1e-200), (1e-150, 1e100)])
+def test_sum_scale_is_the_root_sum_of_squares_of_each_scale(w_size, z_size):
+    """One product for several vectors, computed in float32 on operands scaled by their largest
+    entry: within ``d u_32`` of the float64 formula, also where float32 squares would overflow
+    or underflow unscaled."""
     g = torch.Generator().manual_seed(0)
     w, z1, z2 = (torch.randn(*s, generator=g, dtype=torch.float64) for s in [(7, 5), (3, 5), (3, 5)])
+    w, z1, z2 = w * w_size, z1 * z_size, z2 * z_size
     each = [((z * z) @ (w * w).T + (z @ w.T) ** 2).sqrt() for z in (z1, z2)]
-    got = tol.sum_scale(w * w, (z1, z2), (z1 @ w.T, z2 @ w.T))
-    torch.testing.assert_close(got, torch.hypot(*each), rtol=1e-14, atol=0)
+    got = tol.sum_scale(w, (z1, z2), (z1 @ w.T, z2 @ w.T))
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, torch.hypot(*each), rtol=5 * tol.unit_roundoff(torch.float32) * 5, atol=0)
 
 
 @pytest.mark.parametrize("width", [8, 80])  # exact (reverse mode) and probed
-def test_propagated_variance_of_an_orthogonal_map_is_the_scales_norm(width):
-    """``J = Q`` orthogonal: ``||Q diag(r)||_F^2 = ||r||^2``, and every Rademacher probe gives it exactly."""
+def test_propagated_variance_of_a_scaled_permutation_is_exact(width):
+    """``y = d * x[perm]``: the rows of ``J diag(r)`` are orthogonal, so every Rademacher probe gives
+    ``||J diag(r)||_F^2 = sum_i d_i^2 r_perm(i)^2`` exactly, for each set of scales; the value is
+    ``fn`` at the inputs."""
     g = torch.Generator().manual_seed(1)
-    q = torch.linalg.qr(torch.randn(width, width, generator=g, dtype=torch.float64))[0]
+    perm = torch.randperm(width, generator=g)
+    d = torch.randn(width, generator=g, dtype=torch.float64)
     h = torch.randn(4, width, generator=g, dtype=torch.float64)
-    r = torch.rand(4, width, generator=g, dtype=torch.float64)
-    var = tol.propagated_variance(lambda x: x @ q, [h], [r], entry_dims=1, width=width)
-    torch.testing.assert_close(var, r.square().sum(-1), rtol=1e-12, atol=0)
+    r1, r2 = (torch.rand(4, width, generator=g, dtype=torch.float64) for _ in range(2))
+    fn = lambda x: x[..., perm] * d  # noqa: E731
+    var, value = tol.propagated_variance(fn, [h], [[r1], [r2]], entry_dims=1, width=width)
+    for got, r in zip(var, (r1, r2)):
+        torch.testing.assert_close(got, (d * r[..., perm]).square().sum(-1), rtol=1e-12, atol=0)
+    assert torch.equal(value, fn(h))
 
 
 @pytest.mark.parametrize("dtype, big, small", [(torch.float32, 1e30, 1e-30), (torch.float64, 1e300, 1e-300)])

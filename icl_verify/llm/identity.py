@@ -45,19 +45,16 @@ def identity_errors(lm: AdaptedLM, ids: torch.Tensor, *, dense: bool = False, pr
             dec = block.decompose(x)
             hs_t, y_t = block_forward(block, dec)
             upd = position_updates(block, x, reference="token", block_index=l, decomposition=dec)
-            check = claims.identity(block, upd, dense=dense, target_side=(hs_t, y_t))
-            answer = claims.identity(block, upd[:, -1:], dense=True,
-                                     target_side=([h[:, -1:] for h in hs_t], y_t[:, -1:]))
+            at = torch.full(upd.right.shape[:-1], dense, dtype=torch.bool, device=upd.right.device)
+            at[:, -1] = True  # the matrix the query-alone run uses
+            check = claims.identity(block, upd, dense=at, target_side=(hs_t, y_t))
             x = y_t
-            err = torch.cat([check.error[:, :-1], answer.error], dim=1)[0]
-            tol = torch.cat([check.tolerance[:, :-1], answer.tolerance], dim=1)[0]
-            scale = torch.cat([check.scale[:, :-1], answer.scale], dim=1)[0]
+            err, tol, scale = check.error[0], check.tolerance[0], check.scale[0]
             errors.append(err / scale)
             ratios.append(err / tol)
             last.append(upd[:, -1])
             if terms is not None:
-                parts = {"tolerance": tol, **{n: torch.cat([check.terms[n][:, :-1], answer.terms[n]], dim=1)[0]
-                                              for n in check.terms}}
+                parts = {"tolerance": tol, **{n: t[0] for n, t in check.terms.items()}}
                 for n, t in parts.items():
                     terms.setdefault(n, []).append(t if n == "gain" else t / scale)
     if terms is not None:
