@@ -26,10 +26,10 @@ With ``J`` the map's Jacobian at the updated side's point, to first order
 
 and the tolerance is ``TAIL sqrt(V)``, ``TAIL = 5`` (exceeded with probability <= 1/25 by Markov's
 inequality, about ``exp(-(TAIL - 1)^2 / 2)`` when the sum concentrates). ``||J diag(r)||_F`` is
-exact (reverse mode) for outputs up to ``EXACT_WIDTH`` wide, else estimated with a Rademacher
-probe; both sides' terms go through one propagation (``r = hypot(r_t, r_u)``), split between the
-sides by the shared gain for the report. No power iteration; no ``sqrt(n)`` or alignment slack, which made the old
-worst-case tolerance 4e4 times the error on a 576-wide model.
+exact (reverse mode) for outputs up to ``EXACT_WIDTH`` wide, else estimated with one Rademacher
+probe of the output space (one reverse pass, whose forward pass is the updated side's output),
+which both sides' scales share. No power iteration; no ``sqrt(n)`` or alignment slack, which made
+the old worst-case tolerance 4e4 times the error on a 576-wide model.
 
 **Shared roundings.** Where both sides compute the same values (checked bitwise per entry, not
 assumed) their rounding is common and cancels in ``y_t - y_u``: entries whose pre-activations are
@@ -322,8 +322,8 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
 
     Returns ``(tolerance, terms, y)``: ``(*E,)``, a dict of ``(*E,)`` tensors: ``rounding_target``
     and ``rounding_updated`` (``TAIL`` standard deviations of each side's rounding, propagated; the
-    tolerance is their root sum of squares) and ``gain`` (``||J diag(r)||_F / ||r||``: how much the
-    map amplifies the rounding of its inputs), and the updated side's output ``y = output(hs, s)``
+    tolerance is their root sum of squares) and ``gain`` (``sqrt(V_t + V_u) / ||(r_t, r_u)||``: how
+    much the map amplifies the rounding of its inputs), and the updated side's output ``y = output(hs, s)``
     ``(*E, d_out)`` (the propagation evaluates the map anyway: no second evaluation).
     """
     first_layers, target, reference, left = block.first_layers(), update.target, update.reference, update.left
