@@ -25,20 +25,20 @@ def test_sum_scale_is_the_root_sum_of_squares_of_each_scale(w_size, z_size):
 
 
 @pytest.mark.parametrize("width", [8, 80])  # exact (reverse mode) and probed
-def test_propagated_variance_of_a_scaled_permutation_is_exact(width):
-    """``y = d * x[perm]``: the rows of ``J diag(r)`` are orthogonal, so every Rademacher probe gives
-    ``||J diag(r)||_F^2 = sum_i d_i^2 r_perm(i)^2`` exactly, for each set of scales; the value is
-    ``fn`` at the inputs."""
+def test_propagated_variance_of_scaled_permutations_is_exact(width):
+    """``y = d * a[p] + e * b[q]``: the rows of ``J diag(r)`` are orthogonal, so every Rademacher
+    probe gives ``||J diag(r)||_F^2 = sum_i d_i^2 r_a[p_i]^2 + e_i^2 r_b[q_i]^2`` exactly, for each
+    set of scales; the value is ``fn`` at the inputs."""
     g = torch.Generator().manual_seed(1)
-    perm = torch.randperm(width, generator=g)
-    d = torch.randn(width, generator=g, dtype=torch.float64)
-    h = torch.randn(4, width, generator=g, dtype=torch.float64)
-    r1, r2 = (torch.rand(4, width, generator=g, dtype=torch.float64) for _ in range(2))
-    fn = lambda x: x[..., perm] * d  # noqa: E731
-    var, value = tol.propagated_variance(fn, [h], [[r1], [r2]], entry_dims=1, width=width)
-    for got, r in zip(var, (r1, r2)):
-        torch.testing.assert_close(got, (d * r[..., perm]).square().sum(-1), rtol=1e-12, atol=0)
-    assert torch.equal(value, fn(h))
+    p, q = torch.randperm(width, generator=g), torch.randperm(width, generator=g)
+    d, e, a, b = (torch.randn(*s, generator=g, dtype=torch.float64) for s in [(width,), (width,), (4, width), (4, width)])
+    sets = [[torch.rand(4, width, generator=g, dtype=torch.float64) for _ in range(2)] for _ in range(2)]
+    fn = lambda x, y: d * x[..., p] + e * y[..., q]  # noqa: E731
+    var, value = tol.propagated_variance(fn, [a, b], sets, entry_dims=1, width=width)
+    for got, (ra, rb) in zip(var, sets):
+        want = (d * ra[..., p]).square().sum(-1) + (e * rb[..., q]).square().sum(-1)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    assert torch.equal(value, fn(a, b))
 
 
 @pytest.mark.parametrize("dtype, big, small", [(torch.float32, 1e30, 1e-30), (torch.float64, 1e300, 1e-300)])
@@ -76,3 +76,31 @@ def test_identity_errors_in_one_pass_equal_the_check_per_layer():
         check = claims.identity(block, position_updates(block, xs[l]), dense=False)
         torch.testing.assert_close(errors[l, :-1], (check.error / check.scale)[0, :-1], rtol=0, atol=0)
         torch.testing.assert_close(ratios[l, :-1], check.ratio[0, :-1], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_the_probes_forward_pass_is_the_plain_output_bitwise(dtype, monkeypatch):
+    """The probe's forward pass under autograd serves as the updated side's output: on every tiny
+    real architecture, every block, it equals ``block.output(hs, s)`` evaluated without autograd
+    bit for bit (the shared-rounding argument compares such values bitwise)."""
+    pytest.importorskip("transformers", reason="the adapters need the optional extra: pip install '.[models]'")
+    from icl_verify.adapters import get_architecture, list_architectures
+    from icl_verify.updates import updated_inputs
+
+    monkeypatch.setattr(tol, "EXACT_WIDTH", 0)  # the tiny models are narrow: force the probe
+    g = torch.Generator().manual_seed(0)
+    for name in list_architectures():
+        info = get_architecture(name)
+        stack = info.build(seed=0, dtype=dtype)
+        x = torch.randn(2, 5, info.width, generator=g).to(dtype)
+        with torch.no_grad():
+            xs = stack.block_inputs(x)
+        for l, block in enumerate(stack.blocks):
+            upd = position_updates(block, xs[l])
+            with torch.no_grad():
+                hs, s = updated_inputs(block, upd, dense=False)
+                plain = block.output(hs, s)
+            scales = [h.abs() for h in hs] + ([] if s is None else [s.abs()])
+            _, value = tol.propagated_variance(lambda *a: block.output(list(a[:len(hs)]), a[len(hs)] if s is not None else None),
+                                               list(hs) + ([] if s is None else [s]), [scales], entry_dims=2)
+            assert torch.equal(value, plain), f"{name} block {l} in {dtype}"
