@@ -212,6 +212,22 @@ def _right_rounding(d: int, dtype: torch.dtype, device) -> float:
     return (1 + tol.unit_roundoff(dtype)) ** 2 / (1 - tol.rounding(5, d, dtype, device)) ** 2 - 1
 
 
+def _underflow(left_sum: torch.Tensor, right_sum: torch.Tensor, products: float,
+               ref_norm: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Gradual underflow: a product, quotient or stored accumulation whose result lies among the
+    subnormals errs by up to ``eta`` (half their spacing) beyond its relative rounding; sums and
+    differences landing there are exact. Per element of the ``left right^T`` chains of a matrix
+    claim: ``eta (right_sum + products + left_sum (1 + 1/||z_r||))``, with ``right_sum`` the sum of
+    ``|right|`` over the stored left factors (each ``eta`` scaled by the right factor it
+    multiplies), ``products`` the number of rounded products, and ``left_sum`` the sum of
+    ``|left|`` over the right factors (``z_r / ||z_r|| / ||z_r||``: two quotients). Shapes
+    ``(..., m, 1)``, ``(..., 1, d)``, ``(...)``; ``(..., m, d)`` in float32 at least."""
+    fi = torch.finfo(dtype)
+    eta = fi.smallest_normal * fi.eps / 2
+    inv = (1 + 1 / tol.wide(ref_norm))[..., None, None]
+    return eta * (right_sum + products + left_sum * inv)
+
+
 def _same_evaluation(upd: ImplicitUpdate, full: ImplicitUpdate) -> None:
     """The telescoping claim's hypothesis: the empty prefix and the query alone, and the last
     prefix and ``dW(C)``'s own forward pass, evaluate the network input of the same sequence
@@ -244,12 +260,18 @@ def increments(block: ContextualBlock, context: torch.Tensor, query: torch.Tenso
         dt, dev = upd.right.dtype, upd.right.device
         c3, u = tol.rounding(3, upd.target.z.shape[-1], dt, dev), tol.unit_roundoff(dt)
         wide = tol.wide
+        right = wide(upd.right[:, 1:]).abs()[..., None, :]
+        ref_norm = tol.entry_norm(wide(upd.reference.z[:, 1:]), entry_dims=2)
+        dz = wide(upd.target.z[:, 1:] - upd.target.z[:, :-1])
         return _matrix_check("increments", (
             (wide(a) - wide(f),
              c3 * _step_spread(w, upd) + u * (2 * wide(w).abs() + wide(dw[:, :-1]).abs()
-                                               + wide(dw[:, 1:]).abs()) + u / (1 - u) * wide(a).abs(),
+                                               + wide(dw[:, 1:]).abs()) + u / (1 - u) * wide(a).abs()
+             # three stored left factors (W_i's, W_{i+1}'s, the formula's) and three products
+             + _underflow((wide(lf[:, :-1]).abs() + wide(lf[:, 1:]).abs() + tol.abs_matvec(wide(w), dz))[..., None],
+                          3 * right, 3, ref_norm, dt),
              f)
-            for w, a, f, dw in zip(block.first_weights(), diffs, formula, upd.dense())))
+            for w, a, f, dw, lf in zip(block.first_weights(), diffs, formula, upd.dense(), upd.left)))
 
 
 def telescoping(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
@@ -281,12 +303,16 @@ def telescoping(block: ContextualBlock, context: torch.Tensor, query: torch.Tens
         c_end = torch.where(same_right, 2 * c2, 2 * ((1 + c2) * (1 + c_r) / (1 - c_r) - 1))
         dz = wide(last.target.z - last.reference.z)
         right = wide(last.right).abs()[..., None, :]
+        ref_norm = tol.entry_norm(wide(last.reference.z), entry_dims=1)
         return _matrix_check("telescoping", (
             (wide(a.sum(1)) - wide(dw),
              (c_sum + u / (1 - u)) * wide(a).abs().sum(1) + u / (1 - u) * wide(wn).abs()
-             + c_end * tol.abs_matvec(wide(w), dz)[..., :, None] * right,
+             + c_end * tol.abs_matvec(wide(w), dz)[..., :, None] * right
+             # the sum telescopes to W_n - W_0 (W_0 = W): dW_n's and dW(C)'s factors and products
+             + _underflow((wide(ln).abs() + wide(lc).abs())[..., None], 2 * right, 2, ref_norm, dt),
              dw)
-            for w, a, dw, wn in zip(block.first_weights(), diffs, full.dense(), last.weights(block))))
+            for w, a, dw, wn, ln, lc in zip(block.first_weights(), diffs, full.dense(), last.weights(block),
+                                            last.left, full.left)))
 
 
 def sgd(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
@@ -308,9 +334,17 @@ def sgd(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor, *,
         c_l = (1 + u) / (1 - tol.rounding(2, d, dt, dev)) - 1
         c_p = (1 + c_l) * (1 + c3) * (1 + u) - 1
         c_s = max(c3, (c_r + c_p) / (1 - c_r))
+        z_x = wide(upd.reference.z[:, :-1])
+        lr = 1 / z_x.square().sum(-1)[..., None, None]
+        right = wide(upd.right[:, :-1]).abs()[..., None, :] + wide(upd.right[:, 1:]).abs()[..., None, :]
+        ref_norm = tol.entry_norm(wide(upd.reference.z[:, 1:]), entry_dims=2)
         return _matrix_check("sgd", (
             (wide(step) - wide(wts[:, 1:]),
              c_s * _step_spread(w, upd) + u * (2 * wide(w).abs() + wide(dw[:, :-1]).abs()
-                                                + wide(dw[:, 1:]).abs()) + u / (1 - u) * wide(step).abs(),
+                                                + wide(dw[:, 1:]).abs()) + u / (1 - u) * wide(step).abs()
+             # dW_i's and dW_{i+1}'s factors and products, and the step's: the stored W (z_i - z_{i+1})
+             # times z_x and lr, its product by z_x times lr, and lr times the gradient
+             + _underflow((wide(lf[:, :-1]).abs() + wide(lf[:, 1:]).abs())[..., None],
+                          right + lr * (z_x.abs()[..., None, :] + 1), 3, ref_norm, dt),
              wts[:, 1:])
-            for w, step, wts, dw in zip(block.first_weights(), steps, weights, upd.dense())))
+            for w, step, wts, dw, lf in zip(block.first_weights(), steps, weights, upd.dense(), upd.left)))
