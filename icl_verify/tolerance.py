@@ -50,7 +50,9 @@ and SGD steps, the elementwise worst-case bounds are given in :mod:`icl_verify.c
 Frobenius norm is compared with the Frobenius norm of the difference.
 
 The same derivation serves float64, float32, bfloat16 and float16: only ``u`` and ``u_acc``
-change. Not covered: second-order terms, rounding correlated across components (one rounded norm
+change. Where ``TAIL`` roundings of a pre-activation reach its size (catastrophic cancellation),
+each side's term is raised to the map's measured change over that reach (:func:`_secant`). Not
+covered otherwise: second-order terms, rounding correlated across components (one rounded norm
 statistic scaling a whole output), and overflow (it raises
 :class:`~icl_verify.errors.NonFiniteError`). docs/error-model.md has the derivation, the choices
 weighed and the measured error/tolerance ratios.
@@ -387,9 +389,41 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
         add_u = TAIL * u * entry_norm(sh + wide(s).abs() + y.abs(), entry_dims=entry_dims)
         rounding_t = torch.where(additive, add_t, rounding_t)
         rounding_u = torch.where(additive, add_u, rounding_u)
+    rounding_u = _secant(fn, hs, s, y_u, side_u[:k], rounding_u, entry_dims)
+    if target_side is not None:
+        rounding_t = _secant(fn, target_side[0], target.s, target_side[1], side_t[:k], rounding_t, entry_dims)
     gain = share.sqrt()
     return torch.hypot(rounding_t, rounding_u), {
         "rounding_target": rounding_t, "rounding_updated": rounding_u, "gain": gain}, y_u
+
+
+def _secant(fn, hs: Sequence[torch.Tensor], s: torch.Tensor | None, y: torch.Tensor,
+            scales: Sequence[torch.Tensor], rounding: torch.Tensor, entry_dims: int) -> torch.Tensor:
+    """One side's ``rounding`` ``(*E,)``, raised to the measured change of the map where its
+    tangent may not describe it: at the entries where ``TAIL`` modelled roundings of a
+    pre-activation reach its own size (catastrophic cancellation; a sign or a kink may be
+    crossed), ``||output(hs +- TAIL r xi, s) - y||``, the larger of the two directions of one
+    fixed Rademacher vector ``xi``: a secant over the rounding's reach instead of the tangent at
+    its centre (docs/error-model.md, "First order and cancellation"). Other entries unchanged."""
+    flag = torch.stack([(TAIL * sc > wide(h).abs()).flatten(entry_dims).any(-1)
+                        for sc, h in zip(scales, hs)]).any(0)
+    if not flag.any():
+        return rounding
+    idx = flag.nonzero(as_tuple=True)
+    gen = torch.Generator(device=y.device).manual_seed(1)
+    steps = [TAIL * sc[idx] * (torch.randint(0, 2, sc.shape[entry_dims:], generator=gen, device=sc.device) * 2 - 1)
+             for sc in scales]
+    change = torch.zeros_like(rounding[idx])
+    with torch.no_grad():
+        for sign in (1, -1):
+            moved = fn(*[h[idx] + sign * st.to(h.dtype) for h, st in zip(hs, steps)], *([] if s is None else [s[idx]]))
+            change = torch.maximum(change, entry_norm(wide(moved) - wide(y[idx]), entry_dims=1))
+    if not torch.isfinite(change).all():
+        raise NonFiniteError("the map overflows within the modelled rounding of its inputs: the error "
+                             "model cannot bound the rounding")
+    out = rounding.clone()
+    out[idx] = torch.maximum(rounding[idx], change.to(rounding.dtype))
+    return out
 
 
 def shared_entries(hs: Sequence[torch.Tensor], target_side: tuple[Sequence[torch.Tensor], torch.Tensor] | None,

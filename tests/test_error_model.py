@@ -142,18 +142,28 @@ def test_probed_propagation_in_half_precision(dtype):
     assert not claims.identity(block, scaled(upd, 10.0)).passed
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known shortfall, found by the stress profile: the first-order model under catastrophic "
-    "cancellation, see docs/error-model.md"))
-def test_first_order_model_under_cancellation():
-    """mamba2 without composition, weight scale 10, float32, a repeated token: alone the query's
-    network input reaches 6e13, with its context 1e5, so the updated side's ``W z_r + left``
-    cancels 3e13 down to 3e4 and rounds by about 1e6 (inside the modelled rounding), which flips
-    the sign of a saturated tanh input. The Jacobian is 0 at both points, so the first-order
-    tolerance is 3e-6 against an error of 1.5 (error/tolerance 5.7e5)."""
+CANCELLATION = {
+    "mamba2": ("mamba2", "none", 4, 1, 2, "tanh", 10.0, 2, torch.float32, 1, 2, "repeated", 1.0, 100.0, 21742),
+    "rwkv7": ("rwkv7", "none", 2, 2, 2, "relu", 10.0, 47, torch.float16, 1, 1, "iid", 1.0, 1.0, 65535),
+}
+"""Stress-profile counter-examples of the first-order model (error/tolerance 5.7e5 and 40.8 with
+the tangent alone): alone, the query's network input is 6e13 (mamba2, float32) or 5e4 (rwkv7,
+float16) against 1e5 or 0.02 with its context, so the updated side's ``W z_r + left`` cancels to a
+small value and rounds by more than that value: it flips the sign of a saturated tanh input, or
+lands exactly on the kink of a ReLU; the Jacobian is 0 there."""
+
+
+@pytest.mark.parametrize("name", sorted(CANCELLATION))
+def test_cancellation_is_bounded_by_the_secant(name):
+    """Where the modelled rounding of a pre-activation reaches its size, the tolerance carries the
+    map's measured change over that reach (``tolerance._secant``); with the tangent alone these
+    cases failed by 4 and 5 orders of magnitude."""
     from icl_verify.strategies import BlockSpec, Case, ContextSpec
 
-    case = Case(BlockSpec("mamba2", "none", d=4, heads=1, hidden=2, act="tanh", scale=10.0, seed=2,
-                          dtype=torch.float32),
-                ContextSpec(n=1, batch=2, kind="repeated", norm=1.0, spread=100.0, jitter=0.01, seed=21742))
-    assert claims.theorem(*case.build()).passed
+    (layer, comp, d, heads, hidden, act, scale, seed, dtype, n, batch, kind, norm, spread, cseed) = CANCELLATION[name]
+    case = Case(BlockSpec(layer, comp, d=d, heads=heads, hidden=hidden, act=act, scale=scale, seed=seed, dtype=dtype),
+                ContextSpec(n=n, batch=batch, kind=kind, norm=norm, spread=spread, jitter=0.01, seed=cseed))
+    block, context, query = case.build()
+    check = claims.theorem(block, context, query, dense=False)
+    assert check.max_relative > 0.3  # the updated side has lost every digit here
+    assert check.passed, check
