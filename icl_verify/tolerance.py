@@ -389,12 +389,15 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
         add_u = TAIL * u * entry_norm(sh + wide(s).abs() + y.abs(), entry_dims=entry_dims)
         rounding_t = torch.where(additive, add_t, rounding_t)
         rounding_u = torch.where(additive, add_u, rounding_u)
-    rounding_u = _secant(fn, hs, s, y_u, side_u[:k], rounding_u, entry_dims)
+    rounding_u, secant = _secant(fn, hs, s, y_u, side_u[:k], rounding_u, entry_dims)
     if target_side is not None:
-        rounding_t = _secant(fn, target_side[0], target.s, target_side[1], side_t[:k], rounding_t, entry_dims)
+        rounding_t, secant_t = _secant(fn, target_side[0], target.s, target_side[1], side_t[:k], rounding_t,
+                                       entry_dims)
+        secant = secant | secant_t
     gain = share.sqrt()
     return torch.hypot(rounding_t, rounding_u), {
-        "rounding_target": rounding_t, "rounding_updated": rounding_u, "gain": gain}, y_u
+        "rounding_target": rounding_t, "rounding_updated": rounding_u, "gain": gain,
+        "secant": secant.to(gain.dtype)}, y_u
 
 
 def _secant(fn, hs: Sequence[torch.Tensor], s: torch.Tensor | None, y: torch.Tensor,
@@ -404,11 +407,12 @@ def _secant(fn, hs: Sequence[torch.Tensor], s: torch.Tensor | None, y: torch.Ten
     pre-activation reach its own size (catastrophic cancellation; a sign or a kink may be
     crossed), ``||output(hs +- TAIL r xi, s) - y||``, the larger of the two directions of one
     fixed Rademacher vector ``xi``: a secant over the rounding's reach instead of the tangent at
-    its centre (docs/error-model.md, "First order and cancellation"). Other entries unchanged."""
+    its centre (docs/error-model.md, "First order and cancellation"). Other entries unchanged.
+    Returns the new ``rounding`` and the flagged entries ``(*E,)`` (bool)."""
     flag = torch.stack([(TAIL * sc > wide(h).abs()).flatten(entry_dims).any(-1)
                         for sc, h in zip(scales, hs)]).any(0)
     if not flag.any():
-        return rounding
+        return rounding, flag
     idx = flag.nonzero(as_tuple=True)
     gen = torch.Generator(device=y.device).manual_seed(1)
     steps = [TAIL * sc[idx] * (torch.randint(0, 2, sc.shape[entry_dims:], generator=gen, device=sc.device) * 2 - 1)
@@ -423,7 +427,7 @@ def _secant(fn, hs: Sequence[torch.Tensor], s: torch.Tensor | None, y: torch.Ten
                              "model cannot bound the rounding")
     out = rounding.clone()
     out[idx] = torch.maximum(rounding[idx], change.to(rounding.dtype))
-    return out
+    return out, flag
 
 
 def shared_entries(hs: Sequence[torch.Tensor], target_side: tuple[Sequence[torch.Tensor], torch.Tensor] | None,

@@ -20,7 +20,7 @@ import torch
 
 from .blocks import ContextualBlock, Decomposition, Stack
 from .validation import check_finite, check_tensor, module_dtype
-from .errors import DegenerateReferenceError, ShapeError, where
+from .errors import DegenerateReferenceError, NonFiniteError, ShapeError, where
 
 
 F = TypeVar("F", bound=Callable)
@@ -124,6 +124,9 @@ def general_update(
     check_finite(z_t, "target network input z", block=block)
     check_finite(z_r, "reference network input z", block=block)
     norm = safe_norm(z_r)
+    if not torch.isfinite(norm).all():
+        raise NonFiniteError(f"||z_r|| overflows {z_r.dtype} (max {float(norm.max().detach()):.3g}): the right "
+                             f"factor z_r / ||z_r||^2 would round to 0{where(block)}")
     right = z_r / norm / norm  # z_r / ||z_r||^2 without forming the square, which may overflow
     bad = (norm.squeeze(-1) == 0) | ~torch.isfinite(right).all(-1)
     if bad.any():

@@ -167,3 +167,15 @@ def test_cancellation_is_bounded_by_the_secant(name):
     check = claims.theorem(block, context, query, dense=False)
     assert check.max_relative > 0.3  # the updated side has lost every digit here
     assert check.passed, check
+
+
+def test_overflowing_reference_norm_is_a_typed_error():
+    """rwkv7 in float16, weight scale 10 (a stress-run case): alone, the query's network input has a
+    norm of 6.6e4, above float16's largest value, so ``z_r / ||z_r||^2`` would round to 0 and the
+    update would be silently wrong (error/tolerance 27): a typed error instead."""
+    from icl_verify.strategies import BlockSpec, Case, ContextSpec
+
+    case = Case(BlockSpec("rwkv7", "none", d=2, heads=2, hidden=2, act="relu", scale=10.0, seed=49, dtype=torch.float16),
+                ContextSpec(n=1, batch=1, kind="iid", norm=1.0, spread=1.0, jitter=0.01, seed=65535))
+    with pytest.raises(NonFiniteError, match=r"\|\|z_r\|\| overflows"):
+        claims.theorem(*case.build())

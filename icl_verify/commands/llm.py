@@ -113,7 +113,7 @@ def _write(out: Path, a) -> list[Path]:
             w = csv.writer(f)
             terms = a.terms.get(name, {})
             w.writerow(["layer", "position", "token", "relative_error", "error_over_tolerance",
-                        *(f"relative_{n}" if n != "gain" else n for n in terms)])
+                        *(f"relative_{n}" if n not in ("gain", "secant") else n for n in terms)])
             for l in range(err.shape[0]):
                 for t in range(err.shape[1]):
                     w.writerow([l, t, a.tokens[t], f"{float(err[l, t]):.6e}", f"{float(a.ratios[name][l, t]):.4g}",

@@ -56,7 +56,7 @@ def identity_errors(lm: AdaptedLM, ids: torch.Tensor, *, dense: bool = False, pr
             if terms is not None:
                 parts = {"tolerance": tol, **{n: t[0] for n, t in check.terms.items()}}
                 for n, t in parts.items():
-                    terms.setdefault(n, []).append(t if n == "gain" else t / scale)
+                    terms.setdefault(n, []).append(t if n in ("gain", "secant") else t / scale)
     if terms is not None:
         terms.update({n: torch.stack(ts) for n, ts in terms.items()})
     return torch.stack(errors), torch.stack(ratios), last
