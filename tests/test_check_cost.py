@@ -104,3 +104,20 @@ def test_the_probes_forward_pass_is_the_plain_output_bitwise(dtype, monkeypatch)
             _, value = tol.propagated_variance(lambda *a: block.output(list(a[:len(hs)]), a[len(hs)] if s is not None else None),
                                                list(hs) + ([] if s is None else [s]), [scales], entry_dims=2)
             assert torch.equal(value, plain), f"{name} block {l} in {dtype}"
+
+
+def test_dense_at_chosen_entries_is_dense_there_and_factored_elsewhere():
+    """``updated_inputs(..., dense=mask)``: bit for bit the materialised ``W + dW`` at the mask's
+    entries and the factored form at the others (``identity_errors`` checks the last position
+    with the matrix the query-alone run uses)."""
+    from icl_verify.updates import updated_inputs
+
+    block = build_block("gru", "pre_ln", d=8, seed=0, dtype=torch.float32)
+    x = torch.randn(2, 6, 8, generator=torch.Generator().manual_seed(3))
+    upd = position_updates(block, x)
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[:, -1] = True
+    mixed, dense, factored = (updated_inputs(block, upd, dense=d)[0] for d in (mask, True, False))
+    for h, hd, hf in zip(mixed, dense, factored):
+        assert torch.equal(h[mask], hd[mask]) and torch.equal(h[~mask], hf[~mask])
+        assert not torch.equal(hd[mask], hf[mask])  # the two forms round apart here: the test can tell
