@@ -217,7 +217,7 @@ def _reverse_jacobian(fn, inputs, entry_dims):
     """The Jacobian of ``fn`` at ``inputs``: ``(*E, p, n)``. One reverse pass batched over the ``p``
     output components (``is_grads_batched``, autograd's vmap); one pass per component where an
     operation has no batching rule."""
-    xs = tuple(x.clone().requires_grad_(True) for x in inputs)
+    xs = tuple(x.detach().requires_grad_(True) for x in inputs)  # no copy: new leaves on the same storage
     with torch.enable_grad():
         y = fn(*xs)
         flat = y.flatten(entry_dims)
@@ -225,16 +225,13 @@ def _reverse_jacobian(fn, inputs, entry_dims):
         try:
             eye = torch.eye(p, dtype=y.dtype, device=y.device)
             seeds = eye.reshape((p,) + (1,) * entry_dims + (p,)).expand((p,) + flat.shape).reshape((p,) + y.shape)
-            grads = torch.autograd.grad(y, xs, seeds, retain_graph=True, allow_unused=True,
-                                        is_grads_batched=True)
-            rows = [torch.cat([(torch.zeros_like(x) if g is None else g[j]).flatten(entry_dims)
-                               for g, x in zip(grads, xs)], dim=-1) for j in range(p)]
+            batched = torch.autograd.grad(y, xs, seeds, retain_graph=True, allow_unused=True, is_grads_batched=True)
+            per_row = [[None if g is None else g[j] for g in batched] for j in range(p)]
         except RuntimeError:
-            rows = []
-            for j in range(p):
-                grads = torch.autograd.grad(flat[..., j].sum(), xs, retain_graph=True, allow_unused=True)
-                rows.append(torch.cat([(torch.zeros_like(x) if g is None else g).flatten(entry_dims)
-                                       for g, x in zip(grads, xs)], dim=-1))
+            per_row = [torch.autograd.grad(flat[..., j].sum(), xs, retain_graph=True, allow_unused=True)
+                       for j in range(p)]
+    rows = [torch.cat([(torch.zeros_like(x) if g is None else g).flatten(entry_dims) for g, x in zip(grads, xs)],
+                      dim=-1) for grads in per_row]
     jac = torch.stack(rows, dim=-2)  # (*E, p, n)
     if not torch.isfinite(jac).all():
         raise NonFiniteError("the Jacobian of the block's map is not finite here (a value overflowed "
