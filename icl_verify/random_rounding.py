@@ -3,7 +3,8 @@
 Under :class:`random_rounding`, every torch operation that may round (anything but the exact
 data movements of :data:`EXACT`) sees each floating input, and gives back each floating output,
 multiplied by ``1 + 2u xi`` with ``xi = ±1`` drawn independently per element (Parker's "full"
-Monte Carlo arithmetic at the dtype's own precision). ``2u`` is twice the largest
+Monte Carlo arithmetic at the dtype's own precision). Fused normalisations run as their textbook steps
+(:data:`DECOMPOSED`), so that their intermediate roundings are drawn too. ``2u`` is twice the largest
 round-to-nearest error; ``1 + u`` itself is not representable (it rounds to 1), while
 ``1 ± 2u`` are, so the draw is never lost, and the perturbation's own rounding stays inside it. The spread of ``f_mca(x) - f(x)`` over a few draws estimates the spread
 of ``f``'s rounding, without a model of ``f``'s inside: what :func:`icl_verify.claims.stack`
@@ -36,6 +37,28 @@ EXACT = frozenset({
 """Names of operations that never round (data movement, comparisons, sign changes)."""
 
 
+def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    dims = tuple(range(-len(normalized_shape), 0))
+    c = x - x.mean(dims, keepdim=True)
+    y = c * torch.rsqrt((c * c).mean(dims, keepdim=True) + eps)
+    y = y if weight is None else y * weight
+    return y if bias is None else y + bias
+
+
+def _rms_norm(x, normalized_shape, weight=None, eps=None):
+    dims = tuple(range(-len(normalized_shape), 0))
+    eps = torch.finfo(x.dtype).eps if eps is None else eps
+    y = x * torch.rsqrt((x * x).mean(dims, keepdim=True) + eps)
+    return y if weight is None else y * weight
+
+
+DECOMPOSED = {"layer_norm": _layer_norm, "rms_norm": _rms_norm}
+"""Fused normalisations, evaluated under :class:`random_rounding` as their textbook sequence of
+operations so that each intermediate rounds: the rounding of a layer norm's mean costs
+``u |mean| / std`` in its output, which perturbing only the fused kernel's operands and result
+cannot show (its operands' roundings move every component alike, and the norm removes that)."""
+
+
 class random_rounding(TorchFunctionMode):  # noqa: N801 - used as a context manager
     """Within this context every rounding torch operation perturbs its floating operands and
     results by ``2u`` of their dtype (relative), of random sign (from ``generator``)."""
@@ -55,6 +78,9 @@ class random_rounding(TorchFunctionMode):  # noqa: N801 - used as a context mana
         name = getattr(func, "__name__", "")
         if name in EXACT or name.endswith("_") and name[:-1] in EXACT:
             return func(*args, **kwargs)
+        if name in DECOMPOSED:
+            with self:  # the textbook steps, each rounding under this mode
+                return DECOMPOSED[name](*args, **kwargs)
         args = tuple(self._round(a) for a in args)
         out = func(*args, **kwargs)
         if isinstance(out, (tuple, list)):

@@ -332,8 +332,8 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
     r_map = rho(max(w.shape[0] for w, _ in first_layers) + 2, dt, dev) + 2 * u
     same = shared_entries(hs, target_side, entry_dims)
     shared = same.nonzero(as_tuple=True) if same is not None and same.any() else None
-    side_t, side_u = [], []
-    for (w, b), lf, h in zip(first_layers, left, hs):
+    side_t, side_u, reach_t, reach_u = [], [], [], []
+    for i, ((w, b), lf, h) in enumerate(zip(first_layers, left, hs)):
         # W z_t = W z_r + left = h - b in exact arithmetic: first-order scales need no new product;
         # q(W, z_t) <= q(W, z_r) + q(W, z_t - z_r) (triangle inequality on the random-walk part);
         # one product gives q = sqrt(q_r^2 + q_d^2), and (Cauchy-Schwarz) q_r + q_d <= sqrt(2) q,
@@ -356,6 +356,9 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
             acc_u[shared] = 0
         side_t.append(acc_t)
         side_u.append(acc_u)
+        reach_u.append(_reaches(acc_u, h_abs, entry_dims))
+        if target_side is not None:
+            reach_t.append(_reaches(acc_t, wide(target_side[0][i]).abs(), entry_dims))
     inputs = list(hs)
     if s is not None:
         side_t.append(u * target.s.abs() + u * s.abs())
@@ -386,45 +389,64 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
         add_u = TAIL * u * entry_norm(sh + wide(s).abs() + y.abs(), entry_dims=entry_dims)
         rounding_t = torch.where(additive, add_t, rounding_t)
         rounding_u = torch.where(additive, add_u, rounding_u)
-    rounding_u, secant = _secant(fn, hs, s, y_u, side_u[:k], rounding_u, entry_dims)
+    sides = [(hs, s, y_u, side_u[:k], rounding_u, torch.stack(reach_u).any(0))]
     if target_side is not None:
-        rounding_t, secant_t = _secant(fn, target_side[0], target.s, target_side[1], side_t[:k], rounding_t,
-                                       entry_dims)
-        secant = secant | secant_t
+        sides.append((target_side[0], target.s, target_side[1], side_t[:k], rounding_t, torch.stack(reach_t).any(0)))
+    rounding_u, *rest = _secant(fn, sides, entry_dims)
+    rounding_t = rest[0] if rest else rounding_t
+    secant = torch.stack([side[-1] for side in sides]).any(0)
     gain = share.sqrt()
     return torch.hypot(rounding_t, rounding_u), {
         "rounding_target": rounding_t, "rounding_updated": rounding_u, "gain": gain,
         "secant": secant.to(gain.dtype)}, y_u
 
 
-def _secant(fn, hs: Sequence[torch.Tensor], s: torch.Tensor | None, y: torch.Tensor,
-            scales: Sequence[torch.Tensor], rounding: torch.Tensor, entry_dims: int) -> torch.Tensor:
-    """One side's ``rounding`` ``(*E,)``, raised to the measured change of the map where its
-    tangent may not describe it: at the entries where ``TAIL`` modelled roundings of a
-    pre-activation reach its own size (catastrophic cancellation; a sign or a kink may be
-    crossed), ``||output(hs +- TAIL r xi, s) - y||``, the larger of the two directions of one
-    fixed Rademacher vector ``xi``: a secant over the rounding's reach instead of the tangent at
-    its centre (docs/error-model.md, "First order and cancellation"). Other entries unchanged.
-    Returns the new ``rounding`` and the flagged entries ``(*E,)`` (bool)."""
-    flag = torch.stack([(TAIL * sc > wide(h).abs()).flatten(entry_dims).any(-1)
-                        for sc, h in zip(scales, hs)]).any(0)
-    if not flag.any():
-        return rounding, flag
-    idx = flag.nonzero(as_tuple=True)
-    gen = torch.Generator(device=y.device).manual_seed(1)
-    steps = [TAIL * sc[idx] * (torch.randint(0, 2, sc.shape[entry_dims:], generator=gen, device=sc.device) * 2 - 1)
-             for sc in scales]
-    change = torch.zeros_like(rounding[idx])
-    with torch.no_grad():
+def _reaches(scale: torch.Tensor, h_abs: torch.Tensor, entry_dims: int) -> torch.Tensor:
+    """``(*E,)``: the entries where ``TAIL`` times the modelled rounding ``scale`` of some
+    pre-activation reaches its magnitude ``h_abs`` (both ``(*E, m)``), in two passes."""
+    return torch.sub(h_abs, scale, alpha=TAIL).flatten(entry_dims).amin(-1) < 0
+
+
+def _secant(fn, sides, entry_dims: int) -> list[torch.Tensor]:
+    """Each side's rounding ``(*E,)``, raised to the measured change of the map where its tangent
+    may not describe it. ``sides``: one ``(hs, s, y, scales, rounding, flag)`` per side, ``flag``
+    ``(*E,)`` the entries where ``TAIL`` modelled roundings ``scales`` of a pre-activation reach
+    its own size (:func:`_reaches`: catastrophic cancellation; a sign or a kink may be crossed).
+    There the rounding becomes at least ``||output(hs +- TAIL r xi, s) - y||``, the larger of the
+    two directions of one fixed Rademacher vector ``xi``: a secant over the rounding's reach
+    instead of the tangent at its centre (docs/error-model.md, "First order and cancellation").
+    Other entries unchanged. One evaluation of the map for every flagged entry, side and sign."""
+    moved = []
+    for hs, s, y, scales, rounding, flag in sides:
+        if not flag.any():
+            continue
+        idx = flag.nonzero(as_tuple=True)
+        gen = torch.Generator(device=y.device).manual_seed(1)
+        steps = [TAIL * sc[idx] * (torch.randint(0, 2, sc.shape[entry_dims:], generator=gen, device=sc.device) * 2 - 1)
+                 for sc in scales]
         for sign in (1, -1):
-            moved = fn(*[h[idx] + sign * st.to(h.dtype) for h, st in zip(hs, steps)], *([] if s is None else [s[idx]]))
-            change = torch.maximum(change, entry_norm(wide(moved) - wide(y[idx]), entry_dims=1))
-    if not torch.isfinite(change).all():
+            moved.append([h[idx] + sign * st.to(h.dtype) for h, st in zip(hs, steps)] + ([] if s is None else [s[idx]]))
+    if not moved:
+        return [side[4] for side in sides]
+    with torch.no_grad():
+        out = fn(*[torch.cat(parts) for parts in zip(*moved)])
+    if not torch.isfinite(out).all():
         raise NonFiniteError("the map overflows within the modelled rounding of its inputs: the error "
                              "model cannot bound the rounding")
-    out = rounding.clone()
-    out[idx] = torch.maximum(rounding[idx], change.to(rounding.dtype))
-    return out, flag
+    roundings, start = [], 0
+    for hs, s, y, scales, rounding, flag in sides:
+        if not flag.any():
+            roundings.append(rounding)
+            continue
+        idx = flag.nonzero(as_tuple=True)
+        n = len(idx[0])
+        both = wide(out[start:start + 2 * n]).reshape(2, n, -1) - wide(y[idx]).reshape(1, n, -1)
+        start += 2 * n
+        change = entry_norm(both, entry_dims=2).amax(0)
+        new = rounding.clone()
+        new[idx] = torch.maximum(rounding[idx], change.to(rounding.dtype))
+        roundings.append(new)
+    return roundings
 
 
 def shared_entries(hs: Sequence[torch.Tensor], target_side: tuple[Sequence[torch.Tensor], torch.Tensor] | None,
