@@ -68,7 +68,7 @@ class ImplicitUpdate:
 
     def weights(self, block: ContextualBlock) -> tuple[torch.Tensor, ...]:
         """The updated matrices ``W_k + dW_k``: ``(..., m_k, d_z)``."""
-        return tuple(w + dw for w, dw in zip(block.first_weights(), self.dense()))
+        return tuple(dw.add_(w) for w, dw in zip(block.first_weights(), self.dense()))  # one (m, d) buffer each
 
     def norms(self) -> torch.Tensor:
         """Frobenius norms ``||dW_k||`` stacked on a last axis: ``(..., K)``."""
@@ -175,7 +175,7 @@ def updated_inputs(
     hs = []
     if dense:
         for w_new, (_, b) in zip(update.weights(block), block.first_layers()):
-            h = torch.einsum("...md,...d->...m", w_new, z)
+            h = torch.matmul(w_new, z[..., None])[..., 0]
             hs.append(h if b is None else h + b)
     else:
         coeff = (update.right * z).sum(-1, keepdim=True)
