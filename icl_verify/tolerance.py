@@ -416,11 +416,12 @@ def _secant(fn, sides, entry_dims: int) -> list[torch.Tensor]:
     two directions of one fixed Rademacher vector ``xi``: a secant over the rounding's reach
     instead of the tangent at its centre (docs/error-model.md, "First order and cancellation").
     Other entries unchanged. One evaluation of the map for every flagged entry, side and sign."""
-    moved = []
+    moved, picked = [], []
     for hs, s, y, scales, rounding, flag in sides:
-        if not flag.any():
-            continue
         idx = flag.nonzero(as_tuple=True)
+        picked.append(idx)
+        if not len(idx[0]):
+            continue
         gen = torch.Generator(device=y.device).manual_seed(1)
         steps = [TAIL * sc[idx] * (torch.randint(0, 2, sc.shape[entry_dims:], generator=gen, device=sc.device) * 2 - 1)
                  for sc in scales]
@@ -429,22 +430,20 @@ def _secant(fn, sides, entry_dims: int) -> list[torch.Tensor]:
     if not moved:
         return [side[4] for side in sides]
     with torch.no_grad():
-        out = fn(*[torch.cat(parts) for parts in zip(*moved)])
+        out = fn(*[torch.cat(parts) for parts in zip(*moved)])  # rows: side by side, + then - within each
     if not torch.isfinite(out).all():
         raise NonFiniteError("the map overflows within the modelled rounding of its inputs: the error "
                              "model cannot bound the rounding")
     roundings, start = [], 0
-    for hs, s, y, scales, rounding, flag in sides:
-        if not flag.any():
+    for (hs, s, y, scales, rounding, flag), idx in zip(sides, picked):
+        n = len(idx[0])
+        if not n:
             roundings.append(rounding)
             continue
-        idx = flag.nonzero(as_tuple=True)
-        n = len(idx[0])
         both = wide(out[start:start + 2 * n]).reshape(2, n, -1) - wide(y[idx]).reshape(1, n, -1)
         start += 2 * n
-        change = entry_norm(both, entry_dims=2).amax(0)
         new = rounding.clone()
-        new[idx] = torch.maximum(rounding[idx], change.to(rounding.dtype))
+        new[idx] = torch.maximum(rounding[idx], entry_norm(both, entry_dims=2).amax(0).to(rounding.dtype))
         roundings.append(new)
     return roundings
 

@@ -169,6 +169,15 @@ def test_cancellation_is_bounded_by_the_secant(name):
     assert check.passed, check
 
 
+def test_the_secant_rule_flags_where_tail_roundings_reach_the_pre_activation():
+    """The rule's threshold: an entry is flagged when ``TAIL`` modelled roundings of one of its
+    pre-activations exceed that pre-activation's magnitude, not before (a rule with another
+    factor, or on the wrong side, fails one of the two entries)."""
+    h_abs = torch.tensor([[1.0, 3.0], [1.0, 3.0]])
+    scale = torch.tensor([[0.0, 1.02 / tolerance.TAIL], [0.0, 0.98 / tolerance.TAIL]]) * 3
+    assert tolerance._reaches(scale, h_abs, entry_dims=1).tolist() == [True, False]
+
+
 def test_overflowing_reference_norm_is_a_typed_error():
     """rwkv7 in float16, weight scale 10 (a stress-run case): alone, the query's network input has a
     norm of 6.6e4, above float16's largest value, so ``z_r / ||z_r||^2`` would round to 0 and the
