@@ -51,7 +51,8 @@ Frobenius norm is compared with the Frobenius norm of the difference.
 
 The same derivation serves float64, float32, bfloat16 and float16: only ``u`` and ``u_acc``
 change. Where ``TAIL`` roundings of a pre-activation reach its size (catastrophic cancellation),
-each side's term is raised to the map's measured change over that reach (:func:`_secant`). Not
+each side's term is raised to the map's measured change over that reach (:func:`_secant`); the
+rounding of a layer norm's mean inside the map enters through taps (:mod:`icl_verify.norm_taps`). Not
 covered otherwise: second-order terms, rounding correlated across components (one rounded norm
 statistic scaling a whole output), and overflow (it raises
 :class:`~icl_verify.errors.NonFiniteError`). docs/error-model.md has the derivation, the choices
@@ -59,6 +60,7 @@ weighed and the measured error/tolerance ratios.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
@@ -213,13 +215,16 @@ def _power_iteration(fn, inputs, entry_dims, iterations):
     return sigma
 
 
-def _reverse_jacobian(fn, inputs, entry_dims):
+def _reverse_jacobian(fn, inputs, entry_dims, taps=None):
     """The Jacobian of ``fn`` at ``inputs``: ``(*E, p, n)``. One reverse pass batched over the ``p``
     output components (``is_grads_batched``, autograd's vmap); one pass per component where an
-    operation has no batching rule."""
+    operation has no batching rule. ``taps``: a :class:`~icl_verify.norm_taps.norm_taps` to
+    evaluate ``fn`` under; its taps are then inputs too (columns after those of ``inputs``)."""
     xs = tuple(x.detach().requires_grad_(True) for x in inputs)  # no copy: new leaves on the same storage
     with torch.enable_grad():
-        y = fn(*xs)
+        with taps if taps is not None else contextlib.nullcontext():
+            y = fn(*xs)
+        xs = xs + _entry_taps(taps, y, entry_dims)
         flat = y.flatten(entry_dims)
         p = flat.shape[-1]
         try:
@@ -237,6 +242,17 @@ def _reverse_jacobian(fn, inputs, entry_dims):
         raise NonFiniteError("the Jacobian of the block's map is not finite here (a value overflowed "
                              f"in {jac.dtype}): the error model cannot bound the rounding")
     return jac
+
+
+def _entry_taps(taps, y: torch.Tensor, entry_dims: int) -> tuple[torch.Tensor, ...]:
+    """The taps recorded while evaluating ``y`` ``(*E, ...)``; each must be per entry ``(*E, ...)``."""
+    if taps is None:
+        return ()
+    for tap in taps.taps:
+        if tap.shape[:entry_dims] != y.shape[:entry_dims]:
+            raise NotImplementedError(f"a layer norm inside the map has leading dims {tuple(tap.shape)}, not the "
+                                      f"entries {tuple(y.shape[:entry_dims])}: its rounding cannot be attributed")
+    return tuple(taps.taps)
 
 
 def _reverse_jacobian_norm(fn, inputs, entry_dims):
@@ -258,17 +274,20 @@ def propagated_variance(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.
     its own), one reverse pass per probe for every set, after one forward pass that gives the
     value (the same kernels as a plain evaluation; tests/test_check_cost.py checks it bitwise on
     every tiny real architecture)."""
+    from .norm_taps import norm_taps
+
     inputs = tuple(x.detach() for x in inputs)
     if width is None or width <= EXACT_WIDTH:
         with torch.no_grad():
             value = fn(*inputs)
         width = value.flatten(entry_dims).shape[-1]
+    taps = norm_taps()
     if width > EXACT_WIDTH:
-        out, value = _probed_variance(fn, inputs, scales, entry_dims, PROBES)
+        out, value = _probed_variance(fn, inputs, scales, entry_dims, PROBES, taps)
     else:
-        jac = wide(_reverse_jacobian(fn, inputs, entry_dims)).square()
+        jac = wide(_reverse_jacobian(fn, inputs, entry_dims, taps)).square()
         out = torch.stack([
-            (jac * wide(torch.cat([sc.flatten(entry_dims) for sc in set_], dim=-1)).square()[..., None, :]
+            (jac * wide(torch.cat([sc.flatten(entry_dims) for sc in (*set_, *taps.scales)], dim=-1)).square()[..., None, :]
              ).sum((-2, -1)) for set_ in scales])
     if not torch.isfinite(out).all():
         raise NonFiniteError("the Jacobian of the block's map is not finite here (a value overflowed "
@@ -276,14 +295,15 @@ def propagated_variance(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.
     return out, value
 
 
-def _probed_variance(fn, inputs, scales, entry_dims, probes):
+def _probed_variance(fn, inputs, scales, entry_dims, probes, taps):
     """The probes' estimates ``(S, *E)`` and ``fn``'s value. The cotangents are signs (exact in
     every dtype); the scales multiply the gradients ``J^T eta`` in float32 at least, where a scale
     of a few roundings of a bfloat16/float16 value neither underflows nor loses relative precision."""
     gen = torch.Generator(device=inputs[0].device).manual_seed(0)
     xs = tuple(x.detach().requires_grad_(True) for x in inputs)  # no copy: a new leaf on the same storage
-    with torch.enable_grad():
+    with torch.enable_grad(), taps:
         y = fn(*xs)
+    xs = xs + _entry_taps(taps, y, entry_dims)
     total = torch.zeros((len(scales),) + y.shape[:entry_dims], dtype=torch.promote_types(y.dtype, torch.float32),
                         device=y.device)
     for i in range(probes):
@@ -291,7 +311,7 @@ def _probed_variance(fn, inputs, scales, entry_dims, probes):
         grads = torch.autograd.grad(y, xs, eta.expand_as(y), retain_graph=i < probes - 1, allow_unused=True)
         grads = [None if g is None else wide(g) for g in grads]
         for k, set_ in enumerate(scales):
-            for g, sc in zip(grads, set_):
+            for g, sc in zip(grads, (*set_, *taps.scales)):
                 if g is not None:
                     total[k] += torch.linalg.vector_norm((g * wide(sc)).flatten(entry_dims), dim=-1).square()
     return total / probes, y.detach()

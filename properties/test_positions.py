@@ -24,12 +24,23 @@ SOFTMAX_LARGE_TOKENS = Case(
 """float32, tokens of norm 10, weight scale 3: a softmax-attention corner of the worst-case model
 in the stress run (error/tolerance 1.05 against the token; 0.25 under the probabilistic model)."""
 
+GATED_DELTANET_POST_LN_MEAN = Case(
+    BlockSpec("gated_deltanet", "post_ln", d=2, heads=1, hidden=2, act="relu", scale=1.0, seed=255,
+              dtype=torch.float64),
+    ContextSpec(n=4, batch=2, kind="iid", norm=1e-3, spread=1.0, jitter=1e-2, seed=0))
+"""float64, width 2, post-LN: the output norm reads ``(-0.6009, -0.6163)``, whose mean is 79 times its
+spread; the norm's computed mean rounds by about ``u |mean|``, which moves both outputs alike by 80
+roundings, a direction no perturbation of the map's inputs reaches (error/tolerance 1.42 against
+the query, from the stress run); the rounding is now a tap at the norm's output
+(:mod:`icl_verify.norm_taps`): 0.028."""
+
 
 @pytest.mark.parametrize("reference", ["token", "query"])
 @pytest.mark.parametrize("layer", layers())
 @given(data=st.data())
 @example(data=Corner("linear_attention_elu", case=ELU_TINY_TOKENS))
 @example(data=Corner("softmax_attention", case=SOFTMAX_LARGE_TOKENS))
+@example(data=Corner("gated_deltanet", case=GATED_DELTANET_POST_LN_MEAN))
 def test_every_position(layer, reference, data):
     only_for(data, layer)
     block, x = data.draw(cases(layer), label="case").sequence()

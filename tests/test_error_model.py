@@ -178,6 +178,23 @@ def test_the_secant_rule_flags_where_tail_roundings_reach_the_pre_activation():
     assert tolerance._reaches(scale, h_abs, entry_dims=1).tolist() == [True, False]
 
 
+@pytest.mark.parametrize("width", [8, 80], ids=["exact", "probe"])
+def test_a_layer_norm_inside_the_map_adds_its_mean_rounding(width):
+    """A map ending in a layer norm whose input's mean is 100 times its spread: with no rounding
+    on its inputs the propagated variance is still the norm's own, ``sum_i r_i^2`` exactly (the
+    tap is the map's last operation, so its Jacobian is the identity and a probe's signs square
+    to 1), in both the exact and the probed path; about ``(2 u |mean| / std)^2`` per component."""
+    from icl_verify.norm_taps import _layer_norm_rounding
+
+    v = 100.0 + 0.01 * torch.randn(3, width, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ln = lambda x: torch.nn.functional.layer_norm(x, (width,))  # noqa: E731
+    var, _ = tolerance.propagated_variance(ln, [v], [[torch.zeros_like(v)]], entry_dims=1)
+    r = _layer_norm_rounding(v, (width,))
+    torch.testing.assert_close(var[0], r.square().sum(-1), rtol=1e-12, atol=0)
+    u = tolerance.unit_roundoff(torch.float64)
+    assert bool((r > 2 * u * 100 / 0.012).all())
+
+
 def test_overflowing_reference_norm_is_a_typed_error():
     """rwkv7 in float16, weight scale 10 (a stress-run case): alone, the query's network input has a
     norm of 6.6e4, above float16's largest value, so ``z_r / ||z_r||^2`` would round to 0 and the
