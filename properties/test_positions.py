@@ -34,6 +34,13 @@ roundings, a direction no perturbation of the map's inputs reaches (error/tolera
 the query, from the stress run); the rounding is now a tap at the norm's output
 (:mod:`icl_verify.norm_taps`): 0.028."""
 
+MQA_POST_LN_MEAN = Case(
+    BlockSpec("multi_query_attention", "post_ln", d=2, heads=2, hidden=2, act="gelu", scale=3.0, seed=9094,
+              dtype=torch.float64),
+    ContextSpec(n=6, batch=1, kind="repeated", norm=1e-3, spread=3.0, jitter=1e-2, seed=454))
+"""The same rounding of a post-LN's mean, against the token (error/tolerance 1.08 in the same stress
+run; 0.032 with the taps)."""
+
 
 @pytest.mark.parametrize("reference", ["token", "query"])
 @pytest.mark.parametrize("layer", layers())
@@ -41,6 +48,7 @@ the query, from the stress run); the rounding is now a tap at the norm's output
 @example(data=Corner("linear_attention_elu", case=ELU_TINY_TOKENS))
 @example(data=Corner("softmax_attention", case=SOFTMAX_LARGE_TOKENS))
 @example(data=Corner("gated_deltanet", case=GATED_DELTANET_POST_LN_MEAN))
+@example(data=Corner("multi_query_attention", case=MQA_POST_LN_MEAN))
 def test_every_position(layer, reference, data):
     only_for(data, layer)
     block, x = data.draw(cases(layer), label="case").sequence()
