@@ -97,6 +97,10 @@ def identity(block: ContextualBlock, update: ImplicitUpdate, *, claim: str = "id
         hs, s = updated_inputs(block, update, dense=dense)
     lead = update.right.ndim - 1
     bound, terms, y_u = tol.identity_bound(block, update, hs, s, entry_dims=lead, target_side=target_side)
+    for side, y in (("target", y_t), ("updated", y_u)):
+        if not bool(torch.isfinite(y.sum())) and not bool(torch.isfinite(y).all()):
+            raise NonFiniteError(f"{claim}: the {side} side's output is not finite in {y.dtype} (an overflow): "
+                                 "finite values are a hypothesis of every claim")
     err = tol.entry_norm(y_t - y_u, entry_dims=lead)
     return Check(claim, err, bound, tol.entry_norm(y_t, entry_dims=lead), terms)
 

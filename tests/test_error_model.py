@@ -195,6 +195,19 @@ def test_a_layer_norm_inside_the_map_adds_its_mean_rounding(width):
     assert bool((r > 2 * u * 100 / 0.012).all())
 
 
+def test_an_overflowing_output_is_a_typed_error():
+    """A stress-run case (linear attention, residual, float16, weight scale 10, empty context): the
+    block's output overflows float16 on both sides, so their difference was NaN and the verdict a
+    NaN ratio; finite values are a hypothesis of every claim, so it is a typed error now."""
+    from icl_verify.strategies import BlockSpec, Case, ContextSpec
+
+    case = Case(BlockSpec("linear_attention", "residual", d=2, heads=2, hidden=2, act="relu", scale=10.0, seed=2,
+                          dtype=torch.float16),
+                ContextSpec(n=0, batch=2, kind="iid", norm=1.0, spread=100.0, jitter=0.01, seed=2))
+    with pytest.raises(NonFiniteError, match="output is not finite"):
+        claims.theorem(*case.build(), dense=False)
+
+
 def test_overflowing_reference_norm_is_a_typed_error():
     """rwkv7 in float16, weight scale 10 (a stress-run case): alone, the query's network input has a
     norm of 6.6e4, above float16's largest value, so ``z_r / ||z_r||^2`` would round to 0 and the
