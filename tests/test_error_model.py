@@ -208,6 +208,29 @@ def test_an_overflowing_output_is_a_typed_error():
         claims.theorem(*case.build(), dense=False)
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "known shortfall: the identity claims do not model gradual underflow (docs/error-model.md, "
+    "assumptions); here every output component is subnormal in float16"))
+def test_subnormal_float16_outputs_are_within_the_tolerance():
+    """A stress-run case of the non-uniqueness property (retention, gated, float16, tokens of norm
+    1e-3): every output component lies below float16's smallest normal number (6.1e-5), where a
+    product or a stored sum errs by up to half the subnormal spacing (3e-8) whatever its size;
+    the identity's relative terms do not see that, and another valid right factor ``v`` gives an
+    output two subnormal steps away (error/tolerance 1.21)."""
+    import dataclasses
+
+    from icl_verify.strategies import BlockSpec, Case, ContextSpec
+    from properties.test_nonuniqueness import family_member
+
+    case = Case(BlockSpec("retention", "gated", d=12, heads=2, hidden=10, act="relu", scale=1.0, seed=0,
+                          dtype=torch.float16),
+                ContextSpec(n=1, batch=1, kind="iid", norm=1e-3, spread=100.0, jitter=0.01, seed=5569))
+    block, context, query = case.build()
+    upd = claims.context_update(block, context, query)
+    other = dataclasses.replace(upd, right=family_member(upd.right, upd.reference.z, 1e-3, 0))
+    assert claims.identity(block, other).passed
+
+
 def test_overflowing_reference_norm_is_a_typed_error():
     """rwkv7 in float16, weight scale 10 (a stress-run case): alone, the query's network input has a
     norm of 6.6e4, above float16's largest value, so ``z_r / ||z_r||^2`` would round to 0 and the
