@@ -11,7 +11,7 @@ import dataclasses
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import assume, given, strategies as st
 
 from icl_verify import claims, context_update, tolerance
 from icl_verify.strategies import cases
@@ -51,6 +51,11 @@ def test_any_v_with_unit_inner_product(layer, data):
     u = tolerance.unit_roundoff(upd.right.dtype)
     for dw_v, dw in zip(other.dense(), upd.dense()):
         m, d = dw.shape[-2:]
+        # the relative rounding of each entry needs normal numbers: a subnormal entry rounds
+        # absolutely (stated hypothesis of the error model: no gradual underflow; a float16 stress
+        # case had every entry of dW near 1e-7)
+        a = torch.cat([dw.detach().abs().flatten(), dw_v.detach().abs().flatten()])
+        assume(not bool(((a > 0) & (a < torch.finfo(dw.dtype).tiny)).any()))
         smallest = dw.flatten(-2).norm(dim=-1).double()
         this = dw_v.flatten(-2).norm(dim=-1).double()
         c = tolerance.rounding(1, m * d + 2, dw.dtype)
