@@ -18,6 +18,8 @@ A reverse pass then gives the map's sensitivity to each tap like to any of its i
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -48,9 +50,7 @@ class norm_taps(TorchFunctionMode):  # noqa: N801 - used as a context manager
 def _layer_norm_rounding(v, normalized_shape, weight=None, bias=None, eps=1e-5) -> torch.Tensor:
     """``r`` of the module docstring for ``layer_norm(v, normalized_shape, weight, bias, eps)``."""
     dims = tuple(range(-len(normalized_shape), 0))
-    d = 1
-    for n in normalized_shape:
-        d *= n
+    d = math.prod(normalized_shape)
     wide = torch.promote_types(v.dtype, torch.float32)
     u_int = unit_roundoff(wide)
     with torch.no_grad():

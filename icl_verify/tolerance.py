@@ -104,6 +104,10 @@ TAIL = 5.0
 EXACT_WIDTH = 64
 """Outputs up to this width get the exact Jacobian (reverse mode); wider ones random probes."""
 
+RATIO_TERMS = frozenset({"gain", "secant"})
+"""Terms of :func:`identity_bound` that are ratios or flags, not lengths: reports never divide them by
+an output's norm."""
+
 PROBES = 1
 """Rademacher probes (reverse passes) of ``||J diag(r)||_F^2`` for outputs wider than :data:`EXACT_WIDTH`:
 one for both sides of an identity (docs/error-model.md, "Cost", measures its spread)."""

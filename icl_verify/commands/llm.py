@@ -106,6 +106,8 @@ def _table(rows: list[list[str]], header: list[str], title: str) -> None:
 
 
 def _write(out: Path, a) -> list[Path]:
+    from ..tolerance import RATIO_TERMS
+
     files = []
     for name, err in a.errors.items():
         path = out / f"identity_errors_{name}.csv"
@@ -113,7 +115,7 @@ def _write(out: Path, a) -> list[Path]:
             w = csv.writer(f)
             terms = a.terms.get(name, {})
             w.writerow(["layer", "position", "token", "relative_error", "error_over_tolerance",
-                        *(f"relative_{n}" if n not in ("gain", "secant") else n for n in terms)])
+                        *(n if n in RATIO_TERMS else f"relative_{n}" for n in terms)])
             for l in range(err.shape[0]):
                 for t in range(err.shape[1]):
                     w.writerow([l, t, a.tokens[t], f"{float(err[l, t]):.6e}", f"{float(a.ratios[name][l, t]):.4g}",

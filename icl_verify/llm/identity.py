@@ -8,6 +8,7 @@ import torch
 
 from .. import claims
 from ..adapters import AdaptedLM
+from ..tolerance import RATIO_TERMS
 from ..updates import ImplicitUpdate, block_forward, position_updates, run_stack_updated
 
 
@@ -56,7 +57,7 @@ def identity_errors(lm: AdaptedLM, ids: torch.Tensor, *, dense: bool = False, pr
             if terms is not None:
                 parts = {"tolerance": tol, **{n: t[0] for n, t in check.terms.items()}}
                 for n, t in parts.items():
-                    terms.setdefault(n, []).append(t if n in ("gain", "secant") else t / scale)
+                    terms.setdefault(n, []).append(t if n in RATIO_TERMS else t / scale)
     if terms is not None:
         terms.update({n: torch.stack(ts) for n, ts in terms.items()})
     return torch.stack(errors), torch.stack(ratios), last
