@@ -225,8 +225,7 @@ def _underflow(left_sum: torch.Tensor, right_sum: torch.Tensor, products: float,
     multiplies), ``products`` the number of rounded products, and ``left_sum`` the sum of
     ``|left|`` over the right factors (``z_r / ||z_r|| / ||z_r||``: two quotients). Shapes
     ``(..., m, 1)``, ``(..., 1, d)``, ``(...)``; ``(..., m, d)`` in float32 at least."""
-    fi = torch.finfo(dtype)
-    eta = fi.smallest_normal * fi.eps / 2
+    eta = tol.half_subnormal_spacing(dtype)
     inv = (1 + 1 / tol.wide(ref_norm))[..., None, None]
     return eta * (right_sum + products + left_sum * inv)
 

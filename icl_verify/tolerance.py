@@ -52,7 +52,7 @@ Frobenius norm is compared with the Frobenius norm of the difference.
 The same derivation serves float64, float32, bfloat16 and float16: only ``u`` and ``u_acc``
 change. Where ``TAIL`` roundings of a pre-activation reach its size (catastrophic cancellation),
 each side's term is raised to the map's measured change over that reach (:func:`_secant`); the
-rounding of a layer norm's mean inside the map enters through taps (:mod:`icl_verify.norm_taps`). Not
+rounding of a layer norm's mean inside the map enters through taps (:mod:`icl_verify.rounding_taps`). Not
 covered otherwise: second-order terms, rounding correlated across components (one rounded norm
 statistic scaling a whole output), and overflow (it raises
 :class:`~icl_verify.errors.NonFiniteError`). docs/error-model.md has the derivation, the choices
@@ -108,6 +108,10 @@ RATIO_TERMS = frozenset({"gain", "secant"})
 """Terms of :func:`identity_bound` that are ratios or flags, not lengths: reports never divide them by
 an output's norm."""
 
+VERTEX_BITS = 4
+"""The secant rule (:func:`_secant`) visits every sign combination of up to this many reaching
+components of an entry: at most ``2^4 = 16`` evaluations of the map per flagged entry and side."""
+
 PROBES = 1
 """Rademacher probes (reverse passes) of ``||J diag(r)||_F^2`` for outputs wider than :data:`EXACT_WIDTH`:
 one for both sides of an identity (docs/error-model.md, "Cost", measures its spread)."""
@@ -124,6 +128,22 @@ def accumulation_roundoff(dtype: torch.dtype, device: torch.device | str = "cpu"
                         and getattr(torch.backends.cuda.matmul, flag, False)):
         return unit_roundoff(dtype)
     return unit_roundoff(torch.float32)
+
+
+def half_subnormal_spacing(dtype: torch.dtype) -> float:
+    """Half the spacing of ``dtype``'s subnormal numbers: ``smallest_normal * eps / 2``."""
+    fi = torch.finfo(dtype)
+    return fi.smallest_normal * fi.eps / 2
+
+
+def underflow(dtype: torch.dtype) -> float:
+    """``eta``: half the spacing of ``dtype``'s subnormal numbers, the absolute error a product,
+    quotient or stored accumulation may add on top of its relative rounding where its result
+    lands among them (Higham, *Accuracy and Stability*, §2.1); sums and differences that land
+    there are exact. 0 where ``eta^2`` vanishes in the error model's own arithmetic (float32 for
+    bfloat16, float32 and float64 themselves): every dtype but float16."""
+    eta = half_subnormal_spacing(dtype)
+    return eta if float(torch.tensor(eta, dtype=torch.promote_types(dtype, torch.float32)) ** 2) > 0 else 0.0
 
 
 def rho(n: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> float:
@@ -222,7 +242,7 @@ def _power_iteration(fn, inputs, entry_dims, iterations):
 def _reverse_jacobian(fn, inputs, entry_dims, taps=None):
     """The Jacobian of ``fn`` at ``inputs``: ``(*E, p, n)``. One reverse pass batched over the ``p``
     output components (``is_grads_batched``, autograd's vmap); one pass per component where an
-    operation has no batching rule. ``taps``: a :class:`~icl_verify.norm_taps.norm_taps` to
+    operation has no batching rule. ``taps``: a :class:`~icl_verify.rounding_taps.rounding_taps` to
     evaluate ``fn`` under; its taps are then inputs too (columns after those of ``inputs``)."""
     xs = tuple(x.detach().requires_grad_(True) for x in inputs)  # no copy: new leaves on the same storage
     with torch.enable_grad():
@@ -278,14 +298,14 @@ def propagated_variance(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.
     its own), one reverse pass per probe for every set, after one forward pass that gives the
     value (the same kernels as a plain evaluation; tests/test_check_cost.py checks it bitwise on
     every tiny real architecture)."""
-    from .norm_taps import norm_taps
+    from .rounding_taps import rounding_taps
 
     inputs = tuple(x.detach() for x in inputs)
     if width is None or width <= EXACT_WIDTH:
         with torch.no_grad():
             value = fn(*inputs)
         width = value.flatten(entry_dims).shape[-1]
-    taps = norm_taps()
+    taps = rounding_taps(inputs[0].shape[:entry_dims], inputs[0].dtype)
     if width > EXACT_WIDTH:
         out, value = _probed_variance(fn, inputs, scales, entry_dims, PROBES, taps)
     else:
@@ -354,6 +374,8 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
     u = unit_roundoff(dt)
     r_in = rho(target.z.shape[-1] + 3, dt, dev)
     r_map = rho(max(w.shape[0] for w, _ in first_layers) + 2, dt, dev) + 2 * u
+    eta = underflow(dt)
+    z_r_l1 = eta * torch.linalg.vector_norm(wide(reference.z), ord=1, dim=-1, keepdim=True) if eta else None
     same = shared_entries(hs, target_side, entry_dims)
     shared = same.nonzero(as_tuple=True) if same is not None and same.any() else None
     side_t, side_u, reach_t, reach_u = [], [], [], []
@@ -375,6 +397,10 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
             ub = u * wide(b).abs()
             acc_t.add_(ub)
             acc_u.add_(ub)
+        if eta:  # gradual underflow: the stored W z_t; W z_r, left and left (right . z_r) (or the
+            # products left_i right_j of W + dW, eta ||z_r||_1, and the stored (W + dW) z_r)
+            acc_t.add_(eta)
+            acc_u.add_(z_r_l1 + 3 * eta)
         if shared is not None:  # bitwise the same pre-activations: the same rounding on both sides
             acc_t[shared] = 0
             acc_u[shared] = 0
@@ -436,38 +462,54 @@ def _secant(fn, sides, entry_dims: int) -> list[torch.Tensor]:
     may not describe it. ``sides``: one ``(hs, s, y, scales, rounding, flag)`` per side, ``flag``
     ``(*E,)`` the entries where ``TAIL`` modelled roundings ``scales`` of a pre-activation reach
     its own size (:func:`_reaches`: catastrophic cancellation; a sign or a kink may be crossed).
-    There the rounding becomes at least ``||output(hs +- TAIL r xi, s) - y||``, the larger of the
-    two directions of one fixed Rademacher vector ``xi``: a secant over the rounding's reach
-    instead of the tangent at its centre (docs/error-model.md, "First order and cancellation").
-    Other entries unchanged. One evaluation of the map for every flagged entry, side and sign."""
-    moved, picked = [], []
+    There the rounding becomes at least the largest ``||output(hs + TAIL r sigma, s) - y||`` over
+    sign vectors ``sigma``: every sign combination of the entry's reaching components (those with
+    ``TAIL r > |h|``; of the first :data:`VERTEX_BITS` of them, the rest cycling through the same
+    bits), with the other components along ``+-xi``, one fixed Rademacher vector: a secant over the
+    rounding's reach instead of the tangent at its centre, at the corners of the reach where it
+    matters (docs/error-model.md, "First order and cancellation"). Other entries unchanged. One
+    evaluation of the map for every flagged entry, side and corner (``2^min(k, VERTEX_BITS)`` for
+    ``k`` reaching components)."""
+    moved, owners = [], []
     for hs, s, y, scales, rounding, flag in sides:
         idx = flag.nonzero(as_tuple=True)
-        picked.append(idx)
         if not len(idx[0]):
+            owners.append(None)
             continue
+        widths = [h.flatten(entry_dims).shape[-1] for h in hs]
+        r = TAIL * torch.cat([sc[idx].flatten(1) for sc in scales], -1)  # (n, M)
+        reach = r > torch.cat([wide(h[idx]).abs().flatten(1) for h in hs], -1)
+        bits = reach.sum(-1).clamp(1, VERTEX_BITS)
+        corners = 2 ** bits
+        owner = torch.repeat_interleave(torch.arange(len(bits), device=r.device), corners)  # (N,)
+        corner = torch.arange(len(owner), device=r.device) - torch.repeat_interleave(corners.cumsum(0) - corners, corners)
+        bit = (reach.cumsum(-1) - 1).clamp_min(0)[owner] % bits[owner, None]  # which bit a reaching component reads
         gen = torch.Generator(device=y.device).manual_seed(1)
-        steps = [TAIL * sc[idx] * (torch.randint(0, 2, sc.shape[entry_dims:], generator=gen, device=sc.device) * 2 - 1)
-                 for sc in scales]
-        for sign in (1, -1):
-            moved.append([h[idx] + sign * st.to(h.dtype) for h, st in zip(hs, steps)] + ([] if s is None else [s[idx]]))
+        xi = torch.randint(0, 2, (r.shape[-1],), generator=gen, device=r.device) * 2 - 1
+        sign = torch.where(reach[owner], 1 - 2 * ((corner[:, None] >> bit) & 1), xi * (1 - 2 * (corner[:, None] & 1)))
+        steps = (r[owner] * sign).split(widths, -1)
+        sub = tuple(i[owner] for i in idx)
+        moved.append([h[sub] + st.reshape(h[sub].shape).to(h.dtype) for h, st in zip(hs, steps)]
+                     + ([] if s is None else [s[sub]]))
+        owners.append((idx, owner, sub))
     if not moved:
         return [side[4] for side in sides]
     with torch.no_grad():
-        out = fn(*[torch.cat(parts) for parts in zip(*moved)])  # rows: side by side, + then - within each
+        out = fn(*[torch.cat(parts) for parts in zip(*moved)])  # rows: side by side, corners within each
     if not torch.isfinite(out).all():
         raise NonFiniteError("the map overflows within the modelled rounding of its inputs: the error "
                              "model cannot bound the rounding")
     roundings, start = [], 0
-    for (hs, s, y, scales, rounding, flag), idx in zip(sides, picked):
-        n = len(idx[0])
-        if not n:
+    for (hs, s, y, scales, rounding, flag), own in zip(sides, owners):
+        if own is None:
             roundings.append(rounding)
             continue
-        both = wide(out[start:start + 2 * n]).reshape(2, n, -1) - wide(y[idx]).reshape(1, n, -1)
-        start += 2 * n
+        idx, owner, sub = own
+        change = entry_norm(wide(out[start:start + len(owner)]) - wide(y[sub]), entry_dims=1)
+        start += len(owner)
+        top = torch.zeros(len(idx[0]), dtype=change.dtype, device=change.device).scatter_reduce(0, owner, change, "amax")
         new = rounding.clone()
-        new[idx] = torch.maximum(rounding[idx], entry_norm(both, entry_dims=2).amax(0).to(rounding.dtype))
+        new[idx] = torch.maximum(rounding[idx], top.to(rounding.dtype))
         roundings.append(new)
     return roundings
 

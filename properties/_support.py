@@ -119,7 +119,9 @@ class Corner:
         return f"Corner({self.layer!r}, " + ", ".join(f"{k}={v!r}" for k, v in self.values.items()) + ")"
 
 
-def only_for(data, layer: str) -> None:
-    """Reject a :class:`Corner` written for another layer than this run's parameter."""
-    if isinstance(data, Corner) and data.layer != layer:
+def only_for(data, layer: str, composition: str | None = None) -> None:
+    """Reject a :class:`Corner` written for another layer (or, given, another composition of its
+    ``case``) than this run's parameters."""
+    if isinstance(data, Corner) and (data.layer != layer or (
+            composition is not None and data.values["case"].block.composition != composition)):
         reject()
