@@ -472,26 +472,27 @@ def _secant(fn, sides, entry_dims: int) -> list[torch.Tensor]:
     ``k`` reaching components)."""
     moved, owners = [], []
     for hs, s, y, scales, rounding, flag in sides:
-        idx = flag.nonzero(as_tuple=True)
-        if not len(idx[0]):
+        fl = flag.flatten().nonzero()[:, 0]  # (n,) flagged entries, counted over the flattened E
+        if not len(fl):
             owners.append(None)
             continue
-        widths = [h.flatten(entry_dims).shape[-1] for h in hs]
-        r = TAIL * torch.cat([sc[idx].flatten(1) for sc in scales], -1)  # (n, M)
-        reach = r > torch.cat([wide(h[idx]).abs().flatten(1) for h in hs], -1)
-        bits = reach.sum(-1).clamp(1, VERTEX_BITS)
-        corners = 2 ** bits
-        owner = torch.repeat_interleave(torch.arange(len(bits), device=r.device), corners)  # (N,)
-        corner = torch.arange(len(owner), device=r.device) - torch.repeat_interleave(corners.cumsum(0) - corners, corners)
-        bit = (reach.cumsum(-1) - 1).clamp_min(0)[owner] % bits[owner, None]  # which bit a reaching component reads
+        rows = lambda t: t.reshape(flag.numel(), -1).index_select(0, fl)  # noqa: E731 - (n, width)
+        h_sel = [rows(h) for h in hs]
+        r = TAIL * torch.cat([rows(sc) for sc in scales], -1)  # (n, M)
         gen = torch.Generator(device=y.device).manual_seed(1)
-        xi = torch.randint(0, 2, (r.shape[-1],), generator=gen, device=r.device) * 2 - 1
-        sign = torch.where(reach[owner], 1 - 2 * ((corner[:, None] >> bit) & 1), xi * (1 - 2 * (corner[:, None] & 1)))
-        steps = (r[owner] * sign).split(widths, -1)
-        sub = tuple(i[owner] for i in idx)
-        moved.append([h[sub] + st.reshape(h[sub].shape).to(h.dtype) for h, st in zip(hs, steps)]
-                     + ([] if s is None else [s[sub]]))
-        owners.append((idx, owner, sub))
+        xi = (torch.randint(0, 2, (r.shape[-1],), generator=gen, device=r.device) * 2 - 1).to(r.dtype)
+        step = r * xi
+        steps, owner = [step, -step], [torch.arange(len(fl), device=r.device)] * 2  # corners 0 and 2^bits - 1
+        reach = r > torch.cat([wide(h).abs() for h in h_sel], -1)
+        if bool((reach.sum(-1) > 1).any()):
+            more, who = _inner_corners(r, reach, xi)
+            steps.append(more)
+            owner.append(who)
+        step, owner = torch.cat(steps), torch.cat(owner)
+        moved.append([h.index_select(0, owner) + st.to(h.dtype) for h, st in
+                      zip(h_sel, step.split([h.shape[-1] for h in h_sel], -1))]
+                     + ([] if s is None else [rows(s).index_select(0, owner)]))
+        owners.append((fl, owner))
     if not moved:
         return [side[4] for side in sides]
     with torch.no_grad():
@@ -504,14 +505,41 @@ def _secant(fn, sides, entry_dims: int) -> list[torch.Tensor]:
         if own is None:
             roundings.append(rounding)
             continue
-        idx, owner, sub = own
-        change = entry_norm(wide(out[start:start + len(owner)]) - wide(y[sub]), entry_dims=1)
+        fl, owner = own
+        y_sel = y.reshape(flag.numel(), -1).index_select(0, fl).index_select(0, owner)
+        change = entry_norm(wide(out[start:start + len(owner)]).reshape(len(owner), -1) - wide(y_sel), entry_dims=1)
         start += len(owner)
-        top = torch.zeros(len(idx[0]), dtype=change.dtype, device=change.device).scatter_reduce(0, owner, change, "amax")
-        new = rounding.clone()
-        new[idx] = torch.maximum(rounding[idx], top.to(rounding.dtype))
-        roundings.append(new)
+        top = torch.zeros(len(fl), dtype=change.dtype, device=change.device).scatter_reduce(0, owner, change, "amax")
+        new = rounding.clone().flatten()
+        new[fl] = torch.maximum(new[fl], top.to(new.dtype))
+        roundings.append(new.reshape(rounding.shape))
     return roundings
+
+
+def _inner_corners(r: torch.Tensor, reach: torch.Tensor, xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The corners ``1 .. 2^b - 2`` of :func:`_secant` for entries with ``k >= 2`` reaching
+    components (``b = min(k, VERTEX_BITS)``), corners ``0`` and ``2^b - 1`` being ``+-r xi``: the
+    steps ``(N, M)`` and the entry (row of ``r`` ``(n, M)``) of each. Corner ``c`` moves the
+    ``j``-th reaching component of its entry by ``r xi (1 - 2 bit_(j mod b)(c))`` and the others by
+    ``r xi (1 - 2 bit_0(c))``."""
+    ent, comp = reach.nonzero(as_tuple=True)
+    k = torch.bincount(ent, minlength=len(r))
+    bits = k.clamp(max=VERTEX_BITS)
+    inner = torch.where(k > 1, 2 ** bits - 2, 0)
+    owner = torch.repeat_interleave(torch.arange(len(r), device=r.device), inner)  # (N,)
+    corner = 1 + torch.arange(len(owner), device=r.device) - torch.repeat_interleave(inner.cumsum(0) - inner, inner)
+    step = r.index_select(0, owner) * (xi * (1 - 2 * (corner & 1)).to(r.dtype)[:, None])
+    keep = k[ent] > 1
+    ent, comp = ent[keep], comp[keep]
+    pos = torch.arange(len(ent), device=r.device)  # ent is sorted: a component's rank in its entry is
+    first = torch.zeros_like(k).scatter_reduce(0, ent, pos, "amin", include_self=False)  # pos - first
+    bit = (pos - first[ent]) % bits[ent]
+    pair = torch.repeat_interleave(torch.arange(len(ent), device=r.device), inner[ent])
+    row = (inner.cumsum(0) - inner)[ent][pair] + torch.arange(len(pair), device=r.device) - \
+        torch.repeat_interleave(inner[ent].cumsum(0) - inner[ent], inner[ent])
+    sign = (1 - 2 * ((corner[row] >> bit[pair]) & 1)).to(r.dtype)
+    step[row, comp[pair]] = r[ent[pair], comp[pair]] * xi[comp[pair]] * sign
+    return step, owner
 
 
 def shared_entries(hs: Sequence[torch.Tensor], target_side: tuple[Sequence[torch.Tensor], torch.Tensor] | None,

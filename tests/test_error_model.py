@@ -178,6 +178,39 @@ def test_the_secant_rule_flags_where_tail_roundings_reach_the_pre_activation():
     assert tolerance._reaches(scale, h_abs, entry_dims=1).tolist() == [True, False]
 
 
+@pytest.mark.parametrize("reaching", [1, 3, 6])
+def test_the_secant_visits_every_corner_of_the_reaching_components(reaching):
+    """On a map that records its inputs, the secant's moved points give every sign combination of
+    an entry's reaching components once (of the first ``VERTEX_BITS`` when more reach), each at
+    ``TAIL r``, and the other components at ``+-TAIL r xi`` with one ``xi``. A rule with one random
+    direction (two corners) fails the count for 3 and 6; the mamba2 example of the theorem property
+    (``MAMBA2_NO_DIGIT``) is where that fell short."""
+    width = 9
+    h = torch.ones(1, width, dtype=torch.float64)
+    scale = torch.full_like(h, 0.1 / tolerance.TAIL)  # TAIL r = 0.1 < |h|: not reaching
+    scale[0, :reaching] = 2.0 / tolerance.TAIL  # TAIL r = 2 > |h| = 1: reaching
+    seen = []
+
+    def record(x):
+        seen.append(x.clone())
+        return x
+
+    y = h.clone()
+    tolerance._secant(record, [([h], None, y, [scale], torch.zeros(1, dtype=torch.float64),
+                                torch.tensor([True]))], entry_dims=1)
+    steps = seen[0] - h
+    bits = min(reaching, tolerance.VERTEX_BITS)
+    assert len(steps) == 2 ** bits
+    assert torch.allclose(steps.abs(), tolerance.TAIL * scale.expand_as(steps))
+    corners = {tuple((steps[i, :bits] > 0).tolist()) for i in range(len(steps))}
+    assert len(corners) == 2 ** bits
+    rest = torch.sign(steps[:, reaching:])
+    assert bool(((rest == rest[:1]).all(-1) | (rest == -rest[:1]).all(-1)).all())
+    assert bool((rest.abs().sum(-1) == width - reaching).all())
+    if reaching > bits:  # the components past VERTEX_BITS reuse the bits of the first ones
+        assert torch.equal(torch.sign(steps[:, bits:reaching]), torch.sign(steps[:, :reaching - bits]))
+
+
 @pytest.mark.parametrize("width", [8, 80], ids=["exact", "probe"])
 def test_a_layer_norm_inside_the_map_adds_its_mean_rounding(width):
     """A map ending in a layer norm whose input's mean is 100 times its spread: with no rounding
