@@ -51,8 +51,10 @@ Frobenius norm is compared with the Frobenius norm of the difference.
 
 The same derivation serves float64, float32, bfloat16 and float16: only ``u`` and ``u_acc``
 change. Where ``TAIL`` roundings of a pre-activation reach its size (catastrophic cancellation),
-each side's term is raised to the map's measured change over that reach (:func:`_secant`); the
-rounding of a layer norm's mean inside the map enters through taps (:mod:`icl_verify.rounding_taps`). Not
+each side's term is raised to the map's largest measured change over the corners of that reach
+(:func:`_secant`); the rounding of a layer norm's mean inside the map, and in float16 gradual
+underflow (``eta``, :func:`underflow`, per rounded value), enter through taps
+(:mod:`icl_verify.rounding_taps`) and the pre-activations' scales. Not
 covered otherwise: second-order terms, rounding correlated across components (one rounded norm
 statistic scaling a whole output), and overflow (it raises
 :class:`~icl_verify.errors.NonFiniteError`). docs/error-model.md has the derivation, the choices

@@ -4,8 +4,9 @@ library behind ``icl-verify verify`` (:mod:`icl_verify.commands.verify` parses i
 prints the table)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -14,11 +15,16 @@ from . import claims
 from .dynamics import prefix_updates
 from .blocks import build_block, build_stack
 from .adapters import get_architecture
+from .errors import DegenerateReferenceError, NonFiniteError
 from .layers import get_layer
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16,
           "float16": torch.float16}
 ARCHITECTURE = "transformers"  # composition column of the real architectures
+OUTSIDE = (NonFiniteError, DegenerateReferenceError)
+"""Errors that put an instance outside a claim's hypotheses (finite values, ``z_r != 0``): a value
+that overflows the dtype, or a reference input that rounds to zero (float16 stacks of random
+blocks can): the claim is not checked there, and its row says why."""
 
 
 @dataclass(frozen=True)
@@ -29,12 +35,18 @@ class Row:
     layer: str
     composition: str
     claim: str
-    error: float
-    tolerance: float
-    relative_error: float
-    ratio: float
+    error: float | None  # None (and the next three) where not checked: see ``outside``
+    tolerance: float | None
+    relative_error: float | None
+    ratio: float | None
     passed: bool
     terms: dict[str, float] = field(default_factory=dict)  # the tolerance's terms at that entry
+    outside: str = ""  # why the instance is outside the claim's hypotheses (then not checked, no numbers)
+
+    @property
+    def failed(self) -> bool:
+        """Checked and not passed."""
+        return not self.passed and not self.outside
 
 
 @dataclass(frozen=True)
@@ -57,18 +69,19 @@ def _width(layer: str, want: int) -> tuple[int, int]:
     return (below[-1] if below else dims[0]), heads
 
 
-def _claims(block, stack, context: torch.Tensor, query: torch.Tensor, part: torch.Tensor) -> Iterator[claims.Check]:
-    """Every claim: on ``block`` (theorem, subset, positions, dynamics) and on ``stack``."""
+def _claims(block, stack, context: torch.Tensor, query: torch.Tensor,
+            part: torch.Tensor) -> Iterator[tuple[str, Callable[[], claims.Check]]]:
+    """Every claim as ``(name, run)``: on ``block`` (theorem, subset, positions, dynamics) and on ``stack``."""
     seq = torch.cat([context, query[:, None]], dim=1)
-    yield claims.theorem(block, context, query)
-    yield claims.subset(block, context, query, part)
-    yield claims.positions(block, seq, "token")
-    yield claims.positions(block, seq, "query")
-    prefixes = prefix_updates(block, context, query)
-    yield claims.increments(block, context, query, updates=prefixes)
-    yield claims.telescoping(block, context, query, updates=prefixes)
-    yield claims.sgd(block, context, query, updates=prefixes)
-    yield claims.stack(stack, seq)
+    prefixes = functools.cache(lambda: prefix_updates(block, context, query))
+    yield "theorem", lambda: claims.theorem(block, context, query)
+    yield "subset", lambda: claims.subset(block, context, query, part)
+    yield "positions[token]", lambda: claims.positions(block, seq, "token")
+    yield "positions[query]", lambda: claims.positions(block, seq, "query")
+    yield "increments", lambda: claims.increments(block, context, query, updates=prefixes())
+    yield "telescoping", lambda: claims.telescoping(block, context, query, updates=prefixes())
+    yield "sgd", lambda: claims.sgd(block, context, query, updates=prefixes())
+    yield "stack", lambda: claims.stack(stack, seq)
 
 
 def _inputs(d: int, dtype: torch.dtype, sizes: InstanceSizes, seed: int):
@@ -107,13 +120,17 @@ def _row(dtype: str, layer: str, composition: str, check: claims.Check) -> Row:
 def run_verify(layers: list[str], compositions: list[str], dtypes: list[str], sizes: InstanceSizes,
                seed: int = 0, progress: bool = True, architectures: list[str] = ()) -> list[Row]:
     """Every claim on every (dtype, layer, composition), then on every real architecture
-    (composition column ``transformers``); one :class:`Row` per claim."""
+    (composition column ``transformers``); one :class:`Row` per claim, with ``outside`` set (and
+    no numbers) where the instance is outside the claim's hypotheses (:data:`OUTSIDE`)."""
     jobs = [(dt, ly, c) for dt in dtypes for ly in layers for c in compositions]
     jobs += [(dt, a, ARCHITECTURE) for dt in dtypes for a in architectures]
     rows = []
     for i, (dt, ly, c) in enumerate(tqdm(jobs, desc="verify", disable=not progress, unit="block")):
         checks = (_architecture_checks(ly, DTYPES[dt], sizes, seed + i) if c == ARCHITECTURE
                   else _instance_checks(ly, c, DTYPES[dt], sizes, seed + i))
-        for check in checks:
-            rows.append(_row(dt, ly, c, check))
+        for name, run in checks:
+            try:
+                rows.append(_row(dt, ly, c, run()))
+            except OUTSIDE as err:
+                rows.append(Row(dt, ly, c, name, None, None, None, None, False, outside=f"{type(err).__name__}: {err}"))
     return rows

@@ -40,3 +40,21 @@ def test_verify_fails_on_a_wrong_update(monkeypatch, capsys):
     assert main(["verify", "--layer", "gru", "--composition", "residual", "--dtype", "float64",
                  "--no-progress", "--no-architectures"]) == 1
     assert "NO" in capsys.readouterr().out
+
+
+def test_an_instance_outside_the_hypotheses_is_reported_not_checked(tmp_path, capsys):
+    """float16, linear attention with ELU features, residual: the random depth-4 stack overflows
+    float16 by its fourth block. The stack claim is reported as not checked, with the typed error's
+    message and no numbers (no NaN in the table or the JSON); the other claims run and pass, and
+    the command exits 0. Before, the error ended the whole run (exit 2, after every earlier job)."""
+    out = tmp_path / "rows.json"
+    status = main(["verify", "--layer", "linear_attention_elu", "--composition", "residual", "--dtype", "float16",
+                   "--seed", "69", "--no-progress", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert status == 0
+    assert "7 passed, 0 failed, 1 not checked (outside the hypotheses)" in text
+    assert "stack             NonFiniteError: target network input z holds NaN or inf" in text
+    rows = {r["claim"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["stack"]["outside"].startswith("NonFiniteError") and rows["stack"]["ratio"] is None
+    assert all(r["passed"] and not r["outside"] for c, r in rows.items() if c != "stack")
+    assert "nan" not in text.split("Not checked")[0].lower()  # the table: numbers of checked rows only
