@@ -16,7 +16,6 @@ Times are the minimum over ``REPEATS`` interleaved runs on ``THREADS`` thread(s)
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time

@@ -478,9 +478,8 @@ def _secant(fn, sides, entry_dims: int) -> list[torch.Tensor]:
         if not len(fl):
             owners.append(None)
             continue
-        rows = lambda t: t.reshape(flag.numel(), -1).index_select(0, fl)  # noqa: E731 - (n, width)
-        h_sel = [rows(h) for h in hs]
-        r = TAIL * torch.cat([rows(sc) for sc in scales], -1)  # (n, M)
+        h_sel = [_rows(h, fl, flag.numel()) for h in hs]
+        r = TAIL * torch.cat([_rows(sc, fl, flag.numel()) for sc in scales], -1)  # (n, M)
         gen = torch.Generator(device=y.device).manual_seed(1)
         xi = (torch.randint(0, 2, (r.shape[-1],), generator=gen, device=r.device) * 2 - 1).to(r.dtype)
         step = r * xi
@@ -491,9 +490,10 @@ def _secant(fn, sides, entry_dims: int) -> list[torch.Tensor]:
             steps.append(more)
             owner.append(who)
         step, owner = torch.cat(steps), torch.cat(owner)
-        moved.append([h.index_select(0, owner) + st.to(h.dtype) for h, st in
-                      zip(h_sel, step.split([h.shape[-1] for h in h_sel], -1))]
-                     + ([] if s is None else [rows(s).index_select(0, owner)]))
+        moved.append([(h.index_select(0, owner) + st.to(h.dtype)).reshape(-1, *h0.shape[entry_dims:])
+                      for h, h0, st in zip(h_sel, hs, step.split([h.shape[-1] for h in h_sel], -1))]
+                     + ([] if s is None else
+                        [_rows(s, fl, flag.numel()).index_select(0, owner).reshape(-1, *s.shape[entry_dims:])]))
         owners.append((fl, owner))
     if not moved:
         return [side[4] for side in sides]
@@ -508,7 +508,7 @@ def _secant(fn, sides, entry_dims: int) -> list[torch.Tensor]:
             roundings.append(rounding)
             continue
         fl, owner = own
-        y_sel = y.reshape(flag.numel(), -1).index_select(0, fl).index_select(0, owner)
+        y_sel = _rows(y, fl, flag.numel()).index_select(0, owner)
         change = entry_norm(wide(out[start:start + len(owner)]).reshape(len(owner), -1) - wide(y_sel), entry_dims=1)
         start += len(owner)
         top = torch.zeros(len(fl), dtype=change.dtype, device=change.device).scatter_reduce(0, owner, change, "amax")
@@ -516,6 +516,11 @@ def _secant(fn, sides, entry_dims: int) -> list[torch.Tensor]:
         new[fl] = torch.maximum(new[fl], top.to(new.dtype))
         roundings.append(new.reshape(rounding.shape))
     return roundings
+
+
+def _rows(t: torch.Tensor, idx: torch.Tensor, entries: int) -> torch.Tensor:
+    """Rows ``idx`` of ``t`` ``(*E, ...)`` over its ``entries = prod(E)`` flattened entries: ``(len(idx), width)``."""
+    return t.reshape(entries, -1).index_select(0, idx)
 
 
 def _inner_corners(r: torch.Tensor, reach: torch.Tensor, xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,6 @@ implementations, the update API, and every typed error on bad input."""
 import pytest
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 import icl_verify as iv
 from icl_verify import claims
