@@ -376,6 +376,11 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
     u = unit_roundoff(dt)
     r_in = rho(target.z.shape[-1] + 3, dt, dev)
     r_map = rho(max(w.shape[0] for w, _ in first_layers) + 2, dt, dev) + 2 * u
+    # kappa = sum_j |right_j z_r,j|: the size of the terms of right . z_r (and of the products
+    # left_i right_j z_r,j of the dense path), 1 for right = z_r / ||z_r||^2 and larger for any other
+    # right with right . z_r = 1 (the non-uniqueness property's); the roundings of the left
+    # factor's terms scale with it
+    kappa = (wide(update.right) * wide(reference.z)).abs().sum(-1, keepdim=True).clamp_min(1)
     eta = underflow(dt)
     z_r_l1 = eta * torch.linalg.vector_norm(wide(reference.z), ord=1, dim=-1, keepdim=True) if eta else None
     same = shared_entries(hs, target_side, entry_dims)
@@ -388,11 +393,11 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
         # 2 q_r + q_d <= sqrt(5) q
         wz_r = h - lf if b is None else h - b - lf
         q = sum_scale(w, (reference.z, target.z - reference.z), (wz_r, lf))
-        h_abs, lf_abs = wide(h).abs(), wide(lf).abs()
+        h_abs, lf_abs = wide(h).abs(), wide(lf).abs().mul_(kappa)
         # target: r_in q_t + u |h| (the stored pre-activation) + r_map |h| (the network);
         # updated: W z_r and W (z_t - z_r) (r_in q each) plus one rounding u per operand entry
         # (of z_t - z_r, or of W + dW when dense): u q each, not another r_in q, then
-        # 3 (u + r_in) |left| + 2 u |h| + r_map |h|. In place, a few passes over (*E, m).
+        # 3 (u + r_in) kappa |left| + 2 u |h| + r_map |h|. In place, a few passes over (*E, m).
         acc_t = torch.add(q * (r_in * 2 ** 0.5), h_abs, alpha=u + r_map)
         acc_u = torch.add(q.mul_((r_in + u) * 2 ** 0.5), lf_abs, alpha=3 * (u + r_in)).add_(h_abs, alpha=2 * u + r_map)
         if b is not None:
