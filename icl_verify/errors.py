@@ -47,6 +47,11 @@ class UnsupportedModelError(ICLVerifyError):
     operation on the mixed stream, or a layout its record does not describe)."""
 
 
+OUTSIDE_HYPOTHESES = (NonFiniteError, DegenerateReferenceError)
+"""The errors that put an instance outside every claim's hypotheses (finite values, ``z_r != 0``):
+a value that overflows its dtype, or a reference input that is or rounds to zero. ``icl-verify
+verify`` reports such an instance as not checked; the property suite rejects it."""
+
 #: The names these errors had when only layers were registered.
 UnknownLayerError = UnknownNameError
 DuplicateLayerError = DuplicateNameError

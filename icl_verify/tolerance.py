@@ -145,7 +145,8 @@ def underflow(dtype: torch.dtype) -> float:
     there are exact. 0 where ``eta^2`` vanishes in the error model's own arithmetic (float32 for
     bfloat16, float32 and float64 themselves): every dtype but float16."""
     eta = half_subnormal_spacing(dtype)
-    return eta if float(torch.tensor(eta, dtype=torch.promote_types(dtype, torch.float32)) ** 2) > 0 else 0.0
+    # eta^2 rounds to 0 in that arithmetic when it is at most half its smallest subnormal
+    return eta if eta * eta > half_subnormal_spacing(torch.promote_types(dtype, torch.float32)) else 0.0
 
 
 def rho(n: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> float:

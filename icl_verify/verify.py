@@ -15,16 +15,12 @@ from . import claims
 from .dynamics import prefix_updates
 from .blocks import build_block, build_stack
 from .adapters import get_architecture
-from .errors import DegenerateReferenceError, NonFiniteError
+from .errors import OUTSIDE_HYPOTHESES
 from .layers import get_layer
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16,
           "float16": torch.float16}
 ARCHITECTURE = "transformers"  # composition column of the real architectures
-OUTSIDE = (NonFiniteError, DegenerateReferenceError)
-"""Errors that put an instance outside a claim's hypotheses (finite values, ``z_r != 0``): a value
-that overflows the dtype, or a reference input that rounds to zero (float16 stacks of random
-blocks can): the claim is not checked there, and its row says why."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +117,8 @@ def run_verify(layers: list[str], compositions: list[str], dtypes: list[str], si
                seed: int = 0, progress: bool = True, architectures: list[str] = ()) -> list[Row]:
     """Every claim on every (dtype, layer, composition), then on every real architecture
     (composition column ``transformers``); one :class:`Row` per claim, with ``outside`` set (and
-    no numbers) where the instance is outside the claim's hypotheses (:data:`OUTSIDE`)."""
+    no numbers) where the instance is outside the claim's hypotheses
+    (:data:`~icl_verify.errors.OUTSIDE_HYPOTHESES`)."""
     jobs = [(dt, ly, c) for dt in dtypes for ly in layers for c in compositions]
     jobs += [(dt, a, ARCHITECTURE) for dt in dtypes for a in architectures]
     rows = []
@@ -131,6 +128,6 @@ def run_verify(layers: list[str], compositions: list[str], dtypes: list[str], si
         for name, run in checks:
             try:
                 rows.append(_row(dt, ly, c, run()))
-            except OUTSIDE as err:
+            except OUTSIDE_HYPOTHESES as err:
                 rows.append(Row(dt, ly, c, name, None, None, None, None, False, outside=f"{type(err).__name__}: {err}"))
     return rows
