@@ -3,7 +3,9 @@ the query alone into the query after the context, and the built-in ``v = z_x / |
 the smallest Frobenius norm among them (``||v|| >= 1/||z_x||`` by Cauchy-Schwarz).
 
 Every such ``v`` is ``z_x / ||z_x||^2 + w`` with ``w . z_x = 0``; the property draws the direction
-of ``w`` from a seed and its size ``t / ||z_x||`` with ``t`` from 0 to 10.
+of ``w`` from a seed and its size ``t / ||z_x||`` with ``t`` from 0 to 1000 (at 1000 the terms of
+``v . z_x`` are a thousand times its value, where the rounding of the left factor's terms must scale
+with their size: ``kappa`` of the error model).
 """
 from __future__ import annotations
 
@@ -11,11 +13,17 @@ import dataclasses
 
 import pytest
 import torch
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, example, given, strategies as st
 
 from icl_verify import claims, context_update, tolerance
-from icl_verify.strategies import cases
-from properties._support import applicable, layers, record, verdict
+from icl_verify.strategies import BlockSpec, Case, ContextSpec, cases
+from properties._support import Corner, applicable, layers, only_for, record, verdict
+
+GRU_LARGE_V = Case(
+    BlockSpec("gru", "gated", d=2, heads=1, hidden=2, act="relu", scale=1.0, seed=37258, dtype=torch.float64),
+    ContextSpec(n=1, batch=1, kind="iid", norm=1.0, spread=1.0, jitter=0.01, seed=36))
+"""With ``t = 1000`` the terms of ``v . z_x`` are about a thousand times its value: error/tolerance
+1.7 when the left factor's roundings are charged as for the built-in ``v`` (``kappa = 1``)."""
 
 
 def family_member(right: torch.Tensor, z: torch.Tensor, size: float, seed: int) -> torch.Tensor:
@@ -36,9 +44,11 @@ def family_member(right: torch.Tensor, z: torch.Tensor, size: float, seed: int) 
 
 @pytest.mark.parametrize("layer", layers())
 @given(data=st.data())
+@example(data=Corner("gru", case=GRU_LARGE_V, t=1e3, seed=0))
 def test_any_v_with_unit_inner_product(layer, data):
+    only_for(data, layer)
     block, context, query = data.draw(cases(layer), label="case").build()
-    size = data.draw(st.sampled_from((0.0, 1e-3, 0.1, 1.0, 10.0)), label="t")
+    size = data.draw(st.sampled_from((0.0, 1e-3, 0.1, 1.0, 10.0, 1e3)), label="t")
     seed = data.draw(st.integers(0, 2**16), label="seed")
     with applicable():
         upd = context_update(block, context, query)
