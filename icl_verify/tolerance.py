@@ -390,17 +390,19 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
     for i, ((w, b), lf, h) in enumerate(zip(first_layers, left, hs)):
         # W z_t = W z_r + left = h - b in exact arithmetic: first-order scales need no new product;
         # q(W, z_t) <= q(W, z_r) + q(W, z_t - z_r) (triangle inequality on the random-walk part);
-        # one product gives q = sqrt(q_r^2 + q_d^2), and (Cauchy-Schwarz) q_r + q_d <= sqrt(2) q,
-        # 2 q_r + q_d <= sqrt(5) q
+        # one product gives q = sqrt(q_r^2 + q_d^2), and (Cauchy-Schwarz) q_r + q_d <= sqrt(2) q
         wz_r = h - lf if b is None else h - b - lf
         q = sum_scale(w, (reference.z, target.z - reference.z), (wz_r, lf))
         h_abs, lf_abs = wide(h).abs(), wide(lf).abs().mul_(kappa)
         # target: r_in q_t + u |h| (the stored pre-activation) + r_map |h| (the network);
-        # updated: W z_r and W (z_t - z_r) (r_in q each) plus one rounding u per operand entry
-        # (of z_t - z_r, or of W + dW when dense): u q each, not another r_in q, then
-        # 3 (u + r_in) kappa |left| + 2 u |h| + r_map |h|. In place, a few passes over (*E, m).
+        # updated: W z_r and W (z_t - z_r), two products whose roundings are independent
+        # (r_in q_r and r_in q_d: together r_in q in standard deviation, not r_in (q_r + q_d)),
+        # plus one rounding u per operand entry (of z_t - z_r: u q_d; of W + dW when dense: u q_r
+        # beside the left factor's own r_in q_d, the dense product's left part being in the |left|
+        # terms): (r_in + u) q in all; then 3 (u + r_in) kappa |left| + 2 u |h| + r_map |h|.
+        # In place, a few passes over (*E, m).
         acc_t = torch.add(q * (r_in * 2 ** 0.5), h_abs, alpha=u + r_map)
-        acc_u = torch.add(q.mul_((r_in + u) * 2 ** 0.5), lf_abs, alpha=3 * (u + r_in)).add_(h_abs, alpha=2 * u + r_map)
+        acc_u = torch.add(q.mul_(r_in + u), lf_abs, alpha=3 * (u + r_in)).add_(h_abs, alpha=2 * u + r_map)
         if b is not None:
             ub = u * wide(b).abs()
             acc_t.add_(ub)

