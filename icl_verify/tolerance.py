@@ -350,6 +350,42 @@ def _entry_max(ts: Sequence[torch.Tensor], entry_dims: int) -> torch.Tensor:
     return torch.where(m > 0, m, torch.ones_like(m))
 
 
+def left_rounding(right: torch.Tensor, z_r: torch.Tensor, dtype: torch.dtype,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """``c_left`` ``(*E, 1)``: the standard deviation of the rounding that the updated side adds to
+    a pre-activation through its left factor, relative to ``|left|``; ``right``, ``z_r`` ``(*E, d)``.
+
+    The factored side forms ``h_r + left c`` with ``c = right . z_r`` (1 in exact arithmetic),
+    the dense side ``(W + left right^T) z_r``. With ``K = ||right∘z_r||`` (the size of the terms
+    of ``c``) and ``zeta^2 = 1 + ||z_r∘z_r||^2 / ||z_r||^4`` (the partial-sum scale of
+    ``||z_r||^2``, relative to it), the roundings, independent and mean zero as in :func:`rho`,
+    relative to ``|left|``:
+
+    - the sum ``c`` (``rho(d) sqrt(K^2 + 1)``; the dense product's partial sums instead, the same
+      size) and its storage (``u``);
+    - per term of ``c``, the two quotients of ``right = z_r / n / n`` and the product (``u K``
+      each); in the dense path the quotients, the product ``left_i right_j``, the storage of
+      ``W + dW`` and the product by ``z_r,j`` (five);
+    - ``1 / n^2``, common to every term, ``n = m ||z_r / m||`` (``m = max |z_r|``): twice the
+      rounding of ``n``, i.e. that of the sum of squares (``rho(d) zeta``, its storage ``u``, and
+      ``sqrt(5) u sqrt(zeta^2 - 1)`` from the quotients ``z_r / m`` and the squares) and twice the
+      square root's and the product by ``m``'s (``2u`` each);
+    - the storage of ``left`` and, factored, its product by ``c`` (``u`` each).
+
+    In quadrature, one bound for both paths::
+
+        c_left^2 = rho(d)^2 (K^2 + 1 + zeta^2) + u^2 (5 K^2 + 5 zeta^2 + 7)
+
+    For ``right = z_r / ||z_r||^2``, ``K^2 = zeta^2 - 1 <= 1``; the other right factors with
+    ``right . z_r = 1`` that the non-uniqueness property draws have terms as large as ``t``."""
+    zr, rt = wide(z_r), wide(right)
+    x2 = (zr / zr.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(zr.dtype).tiny)).square()
+    zeta2 = 1 + x2.square().sum(-1, keepdim=True) / x2.sum(-1, keepdim=True).square().clamp_min(1)
+    k2 = (rt * zr).square().sum(-1, keepdim=True)
+    r, u = rho(z_r.shape[-1], dtype, device), unit_roundoff(dtype)
+    return (r * r * (k2 + 1 + zeta2) + u * u * (5 * k2 + 5 * zeta2 + 7)).sqrt()
+
+
 def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[torch.Tensor],
                    s: torch.Tensor | None, *, entry_dims: int,
                    target_side: tuple[Sequence[torch.Tensor], torch.Tensor] | None = None):
@@ -377,11 +413,7 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
     u = unit_roundoff(dt)
     r_in = rho(target.z.shape[-1] + 3, dt, dev)
     r_map = rho(max(w.shape[0] for w, _ in first_layers) + 2, dt, dev) + 2 * u
-    # kappa = sum_j |right_j z_r,j|: the size of the terms of right . z_r (and of the products
-    # left_i right_j z_r,j of the dense path), 1 for right = z_r / ||z_r||^2 and larger for any other
-    # right with right . z_r = 1 (the non-uniqueness property's); the roundings of the left
-    # factor's terms scale with it
-    kappa = (wide(update.right) * wide(reference.z)).abs().sum(-1, keepdim=True).clamp_min(1)
+    lf_coef = left_rounding(update.right, reference.z, dt, dev)
     eta = underflow(dt)
     z_r_l1 = eta * torch.linalg.vector_norm(wide(reference.z), ord=1, dim=-1, keepdim=True) if eta else None
     same = shared_entries(hs, target_side, entry_dims)
@@ -393,16 +425,16 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
         # one product gives q = sqrt(q_r^2 + q_d^2), and (Cauchy-Schwarz) q_r + q_d <= sqrt(2) q
         wz_r = h - lf if b is None else h - b - lf
         q = sum_scale(w, (reference.z, target.z - reference.z), (wz_r, lf))
-        h_abs, lf_abs = wide(h).abs(), wide(lf).abs().mul_(kappa)
+        h_abs, lf_abs = wide(h).abs(), wide(lf).abs().mul_(lf_coef)
         # target: r_in q_t + u |h| (the stored pre-activation) + r_map |h| (the network);
         # updated: W z_r and W (z_t - z_r), two products whose roundings are independent
         # (r_in q_r and r_in q_d: together r_in q in standard deviation, not r_in (q_r + q_d)),
         # plus one rounding u per operand entry (of z_t - z_r: u q_d; of W + dW when dense: u q_r
         # beside the left factor's own r_in q_d, the dense product's left part being in the |left|
-        # terms): (r_in + u) q in all; then 3 (u + r_in) kappa |left| + 2 u |h| + r_map |h|.
+        # terms): (r_in + u) q in all; then c_left |left| (:func:`left_rounding`) + 2 u |h| + r_map |h|.
         # In place, a few passes over (*E, m).
         acc_t = torch.add(q * (r_in * 2 ** 0.5), h_abs, alpha=u + r_map)
-        acc_u = torch.add(q.mul_(r_in + u), lf_abs, alpha=3 * (u + r_in)).add_(h_abs, alpha=2 * u + r_map)
+        acc_u = torch.add(q.mul_(r_in + u), lf_abs).add_(h_abs, alpha=2 * u + r_map)
         if b is not None:
             ub = u * wide(b).abs()
             acc_t.add_(ub)
