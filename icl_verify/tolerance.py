@@ -481,12 +481,13 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
         add_u = TAIL * u * entry_norm(sh + wide(s).abs() + y.abs(), entry_dims=entry_dims)
         rounding_t = torch.where(additive, add_t, rounding_t)
         rounding_u = torch.where(additive, add_u, rounding_u)
-    sides = [(hs, s, y_u, side_u[:k], rounding_u, torch.stack(reach_u).any(0))]
+    sides = [(hs, s, y_u, side_u[:k], rounding_u, torch.stack(reach_u).any(0), left)]
     if target_side is not None:
-        sides.append((target_side[0], target.s, target_side[1], side_t[:k], rounding_t, torch.stack(reach_t).any(0)))
-    rounding_u, *rest = _secant(fn, sides, entry_dims)
+        sides.append((target_side[0], target.s, target_side[1], side_t[:k], rounding_t, torch.stack(reach_t).any(0),
+                      None))
+    rounding_u, *rest = _secant(fn, sides, entry_dims, TAIL * out)
     rounding_t = rest[0] if rest else rounding_t
-    secant = torch.stack([side[-1] for side in sides]).any(0)
+    secant = torch.stack([side[5] for side in sides]).any(0)
     gain = share.sqrt()
     return torch.hypot(rounding_t, rounding_u), {
         "rounding_target": rounding_t, "rounding_updated": rounding_u, "gain": gain,
@@ -499,29 +500,40 @@ def _reaches(scale: torch.Tensor, h_abs: torch.Tensor, entry_dims: int) -> torch
     return torch.sub(h_abs, scale, alpha=TAIL).flatten(entry_dims).amin(-1) < 0
 
 
-def _secant(fn, sides, entry_dims: int) -> list[torch.Tensor]:
+def _secant(fn, sides, entry_dims: int, out_rounding: torch.Tensor) -> list[torch.Tensor]:
     """Each side's rounding ``(*E,)``, raised to the measured change of the map where its tangent
-    may not describe it. ``sides``: one ``(hs, s, y, scales, rounding, flag)`` per side, ``flag``
-    ``(*E,)`` the entries where ``TAIL`` modelled roundings ``scales`` of a pre-activation reach
-    its own size (:func:`_reaches`: catastrophic cancellation; a sign or a kink may be crossed).
-    There the rounding becomes at least the largest ``||output(hs + TAIL r sigma, s) - y||`` over
-    sign vectors ``sigma``: every sign combination of the entry's reaching components (those with
+    may not describe it. ``sides``: one ``(hs, s, y, scales, rounding, flag, direction)`` per side,
+    ``flag`` ``(*E,)`` the entries where ``TAIL`` modelled roundings ``scales`` of a pre-activation
+    reach its own size (:func:`_reaches`: catastrophic cancellation; a sign or a kink may be
+    crossed), ``direction`` tensors shaped like ``hs`` or None.
+    There the rounding becomes at least ``c + out_rounding`` (triangle inequality): ``c`` the largest
+    ``||output(hs + TAIL r sigma, s) - y||`` over sign vectors ``sigma``, how far the map moves within
+    the reach, and ``out_rounding`` ``(*E,)`` the output's own rounding (``TAIL`` standard
+    deviations), how far a computed output is from the map's value. The sign vectors: every
+    sign combination of the entry's reaching components (those with
     ``TAIL r > |h|``; of the first :data:`VERTEX_BITS` of them, the rest cycling through the same
-    bits), with the other components along ``+-xi``, one fixed Rademacher vector: a secant over the
+    bits), with the other components along ``+-xi``: the signs of ``direction`` (the updated side's
+    left factors: the rounding of ``right . z_r`` moves every pre-activation along ``left`` at
+    once, so its corners ``+-r sign(left)`` are visited), else one fixed Rademacher vector: a secant over the
     rounding's reach instead of the tangent at its centre, at the corners of the reach where it
     matters (docs/error-model.md, "First order and cancellation"). Other entries unchanged. One
     evaluation of the map for every flagged entry, side and corner (``2^min(k, VERTEX_BITS)`` for
     ``k`` reaching components)."""
     moved, owners = [], []
-    for hs, s, y, scales, rounding, flag in sides:
+    for hs, s, y, scales, rounding, flag, direction in sides:
         fl = flag.flatten().nonzero()[:, 0]  # (n,) flagged entries, counted over the flattened E
         if not len(fl):
             owners.append(None)
             continue
         h_sel = [_rows(h, fl, flag.numel()) for h in hs]
         r = TAIL * torch.cat([_rows(sc, fl, flag.numel()) for sc in scales], -1)  # (n, M)
-        gen = torch.Generator(device=y.device).manual_seed(1)
-        xi = (torch.randint(0, 2, (r.shape[-1],), generator=gen, device=r.device) * 2 - 1).to(r.dtype)
+        if direction is None:
+            gen = torch.Generator(device=y.device).manual_seed(1)
+            xi = (torch.randint(0, 2, (r.shape[-1],), generator=gen, device=r.device) * 2 - 1).to(r.dtype)
+            xi = xi.expand_as(r)
+        else:
+            xi = torch.cat([_rows(t, fl, flag.numel()) for t in direction], -1)
+            xi = torch.where(xi < 0, -1.0, 1.0).to(r.dtype)
         step = r * xi
         steps, owner = [step, -step], [torch.arange(len(fl), device=r.device)] * 2  # corners 0 and 2^bits - 1
         reach = r > torch.cat([wide(h).abs() for h in h_sel], -1)
@@ -543,7 +555,7 @@ def _secant(fn, sides, entry_dims: int) -> list[torch.Tensor]:
         raise NonFiniteError("the map overflows within the modelled rounding of its inputs: the error "
                              "model cannot bound the rounding")
     roundings, start = [], 0
-    for (hs, s, y, scales, rounding, flag), own in zip(sides, owners):
+    for (hs, s, y, scales, rounding, flag, _), own in zip(sides, owners):
         if own is None:
             roundings.append(rounding)
             continue
@@ -553,7 +565,7 @@ def _secant(fn, sides, entry_dims: int) -> list[torch.Tensor]:
         start += len(owner)
         top = torch.zeros(len(fl), dtype=change.dtype, device=change.device).scatter_reduce(0, owner, change, "amax")
         new = rounding.clone().flatten()
-        new[fl] = torch.maximum(new[fl], top.to(new.dtype))
+        new[fl] = torch.maximum(new[fl], (top + out_rounding.flatten()[fl].to(top.dtype)).to(new.dtype))
         roundings.append(new.reshape(rounding.shape))
     return roundings
 
@@ -565,7 +577,7 @@ def _rows(t: torch.Tensor, idx: torch.Tensor, entries: int) -> torch.Tensor:
 
 def _inner_corners(r: torch.Tensor, reach: torch.Tensor, xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The corners ``1 .. 2^b - 2`` of :func:`_secant` for entries with ``k >= 2`` reaching
-    components (``b = min(k, VERTEX_BITS)``), corners ``0`` and ``2^b - 1`` being ``+-r xi``: the
+    components (``b = min(k, VERTEX_BITS)``), corners ``0`` and ``2^b - 1`` being ``+-r xi`` (``xi`` ``(n, M)``): the
     steps ``(N, M)`` and the entry (row of ``r`` ``(n, M)``) of each. Corner ``c`` moves the
     ``j``-th reaching component of its entry by ``r xi (1 - 2 bit_(j mod b)(c))`` and the others by
     ``r xi (1 - 2 bit_0(c))``."""
@@ -575,7 +587,7 @@ def _inner_corners(r: torch.Tensor, reach: torch.Tensor, xi: torch.Tensor) -> tu
     inner = torch.where(k > 1, 2 ** bits - 2, 0)
     owner = torch.repeat_interleave(torch.arange(len(r), device=r.device), inner)  # (N,)
     corner = 1 + torch.arange(len(owner), device=r.device) - torch.repeat_interleave(inner.cumsum(0) - inner, inner)
-    step = r.index_select(0, owner) * (xi * (1 - 2 * (corner & 1)).to(r.dtype)[:, None])
+    step = r.index_select(0, owner) * xi.index_select(0, owner) * (1 - 2 * (corner & 1)).to(r.dtype)[:, None]
     keep = k[ent] > 1
     ent, comp = ent[keep], comp[keep]
     pos = torch.arange(len(ent), device=r.device)  # ent is sorted: a component's rank in its entry is
@@ -585,7 +597,7 @@ def _inner_corners(r: torch.Tensor, reach: torch.Tensor, xi: torch.Tensor) -> tu
     row = (inner.cumsum(0) - inner)[ent][pair] + torch.arange(len(pair), device=r.device) - \
         torch.repeat_interleave(inner[ent].cumsum(0) - inner[ent], inner[ent])
     sign = (1 - 2 * ((corner[row] >> bit[pair]) & 1)).to(r.dtype)
-    step[row, comp[pair]] = r[ent[pair], comp[pair]] * xi[comp[pair]] * sign
+    step[row, comp[pair]] = r[ent[pair], comp[pair]] * xi[ent[pair], comp[pair]] * sign
     return step, owner
 
 

@@ -27,6 +27,22 @@ GRU_LARGE_V = Case(
 :func:`icl_verify.tolerance.left_rounding`), 0.14 with it (``K = ||v∘z_x|| = 692``)."""
 
 
+ALIBI_FLIP = Case(
+    BlockSpec("alibi_attention", "none", d=4, heads=4, hidden=2, act="tanh", scale=10.0, seed=0, dtype=torch.bfloat16),
+    ContextSpec(n=1, batch=2, kind="iid", norm=10.0, spread=1.0, jitter=0.01, seed=0))
+"""bfloat16, ``t = 1000``: rounded to bfloat16, ``v`` has ``v . z_x = 2.23`` (terms of size 618), so
+both tanh units flip; the secant's change over the corners of the reach equals the error (1.88)
+up to the output's own rounding, which the secant left out: 1.0002, now 0.98."""
+
+LINEAR_ATTENTION_FLIP = Case(
+    BlockSpec("linear_attention", "none", d=10, heads=2, hidden=8, act="tanh", scale=3.0, seed=1972,
+              dtype=torch.bfloat16),
+    ContextSpec(n=6, batch=1, kind="query_copies", norm=10.0, spread=3.0, jitter=0.01, seed=764))
+"""bfloat16, ``t = 1000``: ``v . z_x = -0.02`` after rounding, every pre-activation moves along the
+left factor at once; the secant's corners along random signs missed it (1.02), its corners along
+the signs of the left factor (the direction of the rounding of ``v . z_x``) give 0.82."""
+
+
 def family_member(right: torch.Tensor, z: torch.Tensor, size: float, seed: int) -> torch.Tensor:
     """``right + w`` with ``w . z = 0`` and ``||w|| = size / ||z||``: ``(B, d)``, built in float64
     and rounded once to ``right``'s dtype. (Built in float16, ``z . z`` of a ``z`` of norm 3e-4
@@ -46,6 +62,8 @@ def family_member(right: torch.Tensor, z: torch.Tensor, size: float, seed: int) 
 @pytest.mark.parametrize("layer", layers())
 @given(data=st.data())
 @example(data=Corner("gru", case=GRU_LARGE_V, t=1e3, seed=0))
+@example(data=Corner("alibi_attention", case=ALIBI_FLIP, t=1e3, seed=0))
+@example(data=Corner("linear_attention", case=LINEAR_ATTENTION_FLIP, t=1e3, seed=12424))
 def test_any_v_with_unit_inner_product(layer, data):
     only_for(data, layer)
     block, context, query = data.draw(cases(layer), label="case").build()

@@ -197,7 +197,7 @@ def test_the_secant_visits_every_corner_of_the_reaching_components(reaching):
 
     y = h.clone()
     tolerance._secant(record, [([h], None, y, [scale], torch.zeros(1, dtype=torch.float64),
-                                torch.tensor([True]))], entry_dims=1)
+                                torch.tensor([True]), None)], entry_dims=1, out_rounding=torch.zeros(1, dtype=torch.float64))
     steps = seen[0] - h
     bits = min(reaching, tolerance.VERTEX_BITS)
     assert len(steps) == 2 ** bits
@@ -210,6 +210,35 @@ def test_the_secant_visits_every_corner_of_the_reaching_components(reaching):
     if reaching > bits:  # the components past VERTEX_BITS reuse the bits of the first ones
         assert torch.equal(torch.sign(steps[:, bits:reaching]), torch.sign(steps[:, :reaching - bits]))
 
+
+@pytest.mark.parametrize("flip", [False, True], ids=["ones", "fifth-flipped"])
+def test_the_secant_moves_the_updated_side_along_its_left_factor_and_keeps_the_output_rounding(flip):
+    """The rounding of ``right . z_r`` moves every pre-activation of the updated side along ``left``
+    at once: given the left factors as the side's direction, the corners ``+-TAIL r sign(left)`` are
+    among the moved points even with more reaching components than ``VERTEX_BITS`` (the first and
+    fifth components share a bit, so a fixed random direction reaches one of the two ``left`` here,
+    never both: the bfloat16 linear-attention example of the non-uniqueness property, 1.02 with it).
+    The measured change comes with the output's own rounding: the side's rounding is
+    ``change + out_rounding`` (the change alone was 1.0002 times the error on the bfloat16 ALiBi example)."""
+    width = 9
+    h = torch.ones(1, width, dtype=torch.float64)
+    left = torch.ones_like(h)
+    if flip:
+        left[0, 4] = -1.0
+    scale = torch.full_like(h, 2.0 / tolerance.TAIL)  # TAIL r = 2 > |h|: every component reaching
+    seen = []
+
+    def record(x):
+        seen.append(x.clone())
+        return x
+
+    (rounding,) = tolerance._secant(
+        record, [([h], None, h.clone(), [scale], torch.zeros(1, dtype=torch.float64), torch.tensor([True]), [left])],
+        entry_dims=1, out_rounding=torch.tensor([4.0], dtype=torch.float64))
+    steps = seen[0] - h
+    assert any(torch.equal(st, 2 * left[0]) for st in steps) and any(torch.equal(st, -2 * left[0]) for st in steps)
+    # every corner moves every component by 2: a change of 2 sqrt(9) = 6, with the output's 4
+    assert float(rounding) == pytest.approx(6.0 + 4.0, rel=1e-12)
 
 @pytest.mark.parametrize("width", [8, 80], ids=["exact", "probe"])
 def test_a_layer_norm_inside_the_map_adds_its_mean_rounding(width):
