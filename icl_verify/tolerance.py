@@ -541,12 +541,20 @@ def _secant(fn, sides, entry_dims: int, out_rounding: torch.Tensor) -> list[torc
             more, who = _inner_corners(r, reach, xi)
             steps.append(more)
             owner.append(who)
+        corners = sum(len(o) for o in owner)
+        ent, comp = reach.nonzero(as_tuple=True)  # each reaching component alone, to either end
+        alone = torch.zeros(2, len(ent), r.shape[-1], dtype=r.dtype, device=r.device)
+        pair = torch.arange(len(ent), device=r.device)
+        alone[0, pair, comp] = r[ent, comp]
+        alone[1, pair, comp] = -r[ent, comp]
+        steps.append(alone.flatten(0, 1))
+        owner += [ent, ent]
         step, owner = torch.cat(steps), torch.cat(owner)
         moved.append([(h.index_select(0, owner) + st.to(h.dtype)).reshape(-1, *h0.shape[entry_dims:])
                       for h, h0, st in zip(h_sel, hs, step.split([h.shape[-1] for h in h_sel], -1))]
                      + ([] if s is None else
                         [_rows(s, fl, flag.numel()).index_select(0, owner).reshape(-1, *s.shape[entry_dims:])]))
-        owners.append((fl, owner))
+        owners.append((fl, owner, corners, len(ent)))
     if not moved:
         return [side[4] for side in sides]
     with torch.no_grad():
@@ -559,13 +567,16 @@ def _secant(fn, sides, entry_dims: int, out_rounding: torch.Tensor) -> list[torc
         if own is None:
             roundings.append(rounding)
             continue
-        fl, owner = own
+        fl, owner, corners, pairs = own
         y_sel = _rows(y, fl, flag.numel()).index_select(0, owner)
         change = entry_norm(wide(out[start:start + len(owner)]).reshape(len(owner), -1) - wide(y_sel), entry_dims=1)
         start += len(owner)
-        top = torch.zeros(len(fl), dtype=change.dtype, device=change.device).scatter_reduce(0, owner, change, "amax")
+        zero = torch.zeros(len(fl), dtype=change.dtype, device=change.device)
+        top = zero.scatter_reduce(0, owner[:corners], change[:corners], "amax")
+        alone = zero.index_add(0, owner[corners:corners + pairs], change[corners:].view(2, pairs).amax(0))
         new = rounding.clone().flatten()
-        new[fl] = torch.maximum(new[fl], (top + out_rounding.flatten()[fl].to(top.dtype)).to(new.dtype))
+        old = new[fl].to(top.dtype)
+        new[fl] = torch.maximum(top + out_rounding.flatten()[fl].to(top.dtype), alone + old).to(new.dtype)
         roundings.append(new.reshape(rounding.shape))
     return roundings
 

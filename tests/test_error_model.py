@@ -198,9 +198,13 @@ def test_the_secant_visits_every_corner_of_the_reaching_components(reaching):
     y = h.clone()
     tolerance._secant(record, [([h], None, y, [scale], torch.zeros(1, dtype=torch.float64),
                                 torch.tensor([True]), None)], entry_dims=1, out_rounding=torch.zeros(1, dtype=torch.float64))
-    steps = seen[0] - h
+    steps, alone = (seen[0] - h).split([2 ** min(reaching, tolerance.VERTEX_BITS), 2 * reaching])
     bits = min(reaching, tolerance.VERTEX_BITS)
-    assert len(steps) == 2 ** bits
+    # then each reaching component alone, to +TAIL r and to -TAIL r
+    moves = torch.zeros(2, reaching, width, dtype=h.dtype)
+    moves[0, range(reaching), range(reaching)] = 2.0
+    moves[1] = -moves[0]
+    assert torch.equal(alone, moves.flatten(0, 1))
     assert torch.allclose(steps.abs(), tolerance.TAIL * scale.expand_as(steps))
     corners = {tuple((steps[i, :bits] > 0).tolist()) for i in range(len(steps))}
     assert len(corners) == 2 ** bits
@@ -234,11 +238,31 @@ def test_the_secant_moves_the_updated_side_along_its_left_factor_and_keeps_the_o
 
     (rounding,) = tolerance._secant(
         record, [([h], None, h.clone(), [scale], torch.zeros(1, dtype=torch.float64), torch.tensor([True]), [left])],
-        entry_dims=1, out_rounding=torch.tensor([4.0], dtype=torch.float64))
+        entry_dims=1, out_rounding=torch.tensor([40.0], dtype=torch.float64))
     steps = seen[0] - h
     assert any(torch.equal(st, 2 * left[0]) for st in steps) and any(torch.equal(st, -2 * left[0]) for st in steps)
-    # every corner moves every component by 2: a change of 2 sqrt(9) = 6, with the output's 4
-    assert float(rounding) == pytest.approx(6.0 + 4.0, rel=1e-12)
+    # every corner moves every component by 2: a change of 2 sqrt(9) = 6, with the output's 40
+    # (the components one at a time give 9 x 2 = 18, below it here)
+    assert float(rounding) == pytest.approx(6.0 + 40.0, rel=1e-12)
+
+def test_the_secant_bounds_a_separable_map_by_its_components_one_at_a_time():
+    """For a map that acts on each pre-activation separately and then linearly (an elementwise
+    activation followed by a matrix), the change over the whole reach is at most the sum over the
+    reaching components of the larger change when that component alone moves to an end of its
+    reach. With eight reaching tanh units and weights that only add up for one sign pattern out
+    of 256, the 16 corners of ``VERTEX_BITS = 4`` miss it; the sum over single moves does not."""
+    k = 8
+    h = torch.full((1, k), 0.5, dtype=torch.float64)
+    w = torch.tensor([[1.0, -1, -1, 1, 1, 1, -1, -1]], dtype=torch.float64)  # (1, k): one output
+    fn = lambda x: torch.tanh(10 * x) @ w.T  # noqa: E731
+    y = fn(h)
+    scale = torch.full_like(h, 1.0 / tolerance.TAIL)  # TAIL r = 1 > |h| = 0.5: every unit reaching
+    sigma = torch.sign(w)  # the worst corner: each unit moved the way its weight counts
+    worst = float((fn(h + sigma) - y).abs())
+    (rounding,) = tolerance._secant(
+        fn, [([h], None, y, [scale], torch.zeros(1, dtype=torch.float64), torch.tensor([True]), None)],
+        entry_dims=1, out_rounding=torch.zeros(1, dtype=torch.float64))
+    assert float(rounding) >= worst
 
 @pytest.mark.parametrize("width", [8, 80], ids=["exact", "probe"])
 def test_a_layer_norm_inside_the_map_adds_its_mean_rounding(width):
