@@ -51,8 +51,8 @@ Frobenius norm is compared with the Frobenius norm of the difference.
 
 The same derivation serves float64, float32, bfloat16 and float16: only ``u`` and ``u_acc``
 change. Where ``TAIL`` roundings of a pre-activation reach its size (catastrophic cancellation),
-each side's term is raised to the map's largest measured change over the corners of that reach
-(:func:`_secant`); the rounding of a layer norm's mean inside the map, and in float16 gradual
+each side's term is raised to the map's largest measured change over the corners of that reach,
+and to the sum of its changes with each reaching input moved alone (:func:`_secant`); the rounding of a layer norm's mean inside the map, and in float16 gradual
 underflow (``eta``, :func:`underflow`, per rounded value), enter through taps
 (:mod:`icl_verify.rounding_taps`) and the pre-activations' scales. Not
 covered otherwise: second-order terms, rounding correlated across components (one rounded norm
@@ -516,9 +516,13 @@ def _secant(fn, sides, entry_dims: int, out_rounding: torch.Tensor) -> list[torc
     left factors: the rounding of ``right . z_r`` moves every pre-activation along ``left`` at
     once, so its corners ``+-r sign(left)`` are visited), else one fixed Rademacher vector: a secant over the
     rounding's reach instead of the tangent at its centre, at the corners of the reach where it
-    matters (docs/error-model.md, "First order and cancellation"). Other entries unchanged. One
-    evaluation of the map for every flagged entry, side and corner (``2^min(k, VERTEX_BITS)`` for
-    ``k`` reaching components)."""
+    matters (docs/error-model.md, "First order and cancellation"). And at least ``a + rounding``,
+    ``a`` the sum over the reaching components of the larger change when that component alone
+    moves to either end of its reach: a bound on the change over the whole reach for a map that
+    acts on each input separately and then linearly (triangle inequality; a monotone activation
+    changes most at an end). Other entries unchanged. One evaluation of the map for every flagged
+    entry, side and move (``2^min(k, VERTEX_BITS)`` corners and ``2k`` single moves for ``k``
+    reaching components)."""
     moved, owners = [], []
     for hs, s, y, scales, rounding, flag, direction in sides:
         fl = flag.flatten().nonzero()[:, 0]  # (n,) flagged entries, counted over the flattened E
