@@ -109,9 +109,6 @@ def test_smollm2_identity_on_all_30_layers():
     pytest.param(torch.float32, 1e-4),
     pytest.param(torch.float64, 1e-12),
     pytest.param(torch.float16, 0.1),
-    pytest.param(torch.bfloat16, 0.1, marks=pytest.mark.xfail(strict=True, reason=(
-        "known shortfall: dW x 1.1 moves bfloat16 outputs by a few bfloat16 roundings, within the "
-        "tolerance at every layer (0 of 30 caught; worst exact ratio 0.07), see docs/error-model.md"))),
 ], ids=str)
 def test_smollm2_error_model_is_tight_and_discriminating(dtype, eps):
     """Exact updates pass at every layer and position with a worst error/tolerance in [0.01, 1];
