@@ -63,7 +63,7 @@ weighed and the measured error/tolerance ratios.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
 import torch
 
@@ -481,13 +481,13 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
         add_u = TAIL * u * entry_norm(sh + wide(s).abs() + y.abs(), entry_dims=entry_dims)
         rounding_t = torch.where(additive, add_t, rounding_t)
         rounding_u = torch.where(additive, add_u, rounding_u)
-    sides = [(hs, s, y_u, side_u[:k], rounding_u, torch.stack(reach_u).any(0), left)]
+    sides = [_Side(hs, s, y_u, side_u[:k], rounding_u, torch.stack(reach_u).any(0), left)]
     if target_side is not None:
-        sides.append((target_side[0], target.s, target_side[1], side_t[:k], rounding_t, torch.stack(reach_t).any(0),
-                      None))
+        sides.append(_Side(target_side[0], target.s, target_side[1], side_t[:k], rounding_t,
+                           torch.stack(reach_t).any(0), None))
     rounding_u, *rest = _secant(fn, sides, entry_dims, TAIL * out)
     rounding_t = rest[0] if rest else rounding_t
-    secant = torch.stack([side[5] for side in sides]).any(0)
+    secant = torch.stack([side.flag for side in sides]).any(0)
     gain = share.sqrt()
     return torch.hypot(rounding_t, rounding_u), {
         "rounding_target": rounding_t, "rounding_updated": rounding_u, "gain": gain,
@@ -500,12 +500,25 @@ def _reaches(scale: torch.Tensor, h_abs: torch.Tensor, entry_dims: int) -> torch
     return torch.sub(h_abs, scale, alpha=TAIL).flatten(entry_dims).amin(-1) < 0
 
 
-def _secant(fn, sides, entry_dims: int, out_rounding: torch.Tensor) -> list[torch.Tensor]:
+class _Side(NamedTuple):
+    """One side of an identity, as :func:`_secant` reads it: the map's inputs ``hs`` (each
+    ``(*E, m_k)``) and ``s`` (or None), its output ``y``, the modelled rounding ``scales`` of ``hs``
+    (same shapes), the side's propagated ``rounding`` ``(*E,)``, ``flag`` ``(*E,)`` the entries
+    where ``TAIL`` times a scale reaches its pre-activation's size (:func:`_reaches`: catastrophic
+    cancellation; a sign or a kink may be crossed), and the ``direction`` of the side's common
+    rounding (tensors shaped like ``hs``) or None."""
+    hs: Sequence[torch.Tensor]
+    s: torch.Tensor | None
+    y: torch.Tensor
+    scales: Sequence[torch.Tensor]
+    rounding: torch.Tensor
+    flag: torch.Tensor
+    direction: Sequence[torch.Tensor] | None
+
+
+def _secant(fn, sides: Sequence[_Side], entry_dims: int, out_rounding: torch.Tensor) -> list[torch.Tensor]:
     """Each side's rounding ``(*E,)``, raised to the measured change of the map where its tangent
-    may not describe it. ``sides``: one ``(hs, s, y, scales, rounding, flag, direction)`` per side,
-    ``flag`` ``(*E,)`` the entries where ``TAIL`` modelled roundings ``scales`` of a pre-activation
-    reach its own size (:func:`_reaches`: catastrophic cancellation; a sign or a kink may be
-    crossed), ``direction`` tensors shaped like ``hs`` or None.
+    may not describe it, at the entries it flags (:class:`_Side`).
     There the rounding becomes at least ``c + out_rounding`` (triangle inequality): ``c`` the largest
     ``||output(hs + TAIL r sigma, s) - y||`` over sign vectors ``sigma``, how far the map moves within
     the reach, and ``out_rounding`` ``(*E,)`` the output's own rounding (``TAIL`` standard
@@ -514,8 +527,8 @@ def _secant(fn, sides, entry_dims: int, out_rounding: torch.Tensor) -> list[torc
     ``TAIL r > |h|``; of the first :data:`VERTEX_BITS` of them, the rest cycling through the same
     bits), with the other components along ``+-xi``: the signs of ``direction`` (the updated side's
     left factors: the rounding of ``right . z_r`` moves every pre-activation along ``left`` at
-    once, so its corners ``+-r sign(left)`` are visited), else one fixed Rademacher vector: a secant over the
-    rounding's reach instead of the tangent at its centre, at the corners of the reach where it
+    once, so its corners ``+-r sign(left)`` are visited), else one fixed Rademacher vector: a
+    secant over the rounding's reach instead of the tangent at its centre, at the corners of the reach where it
     matters (docs/error-model.md, "First order and cancellation"). And at least ``a + rounding``,
     ``a`` the sum over the reaching components of the larger change when that component alone
     moves to either end of its reach: a bound on the change over the whole reach for a map that
@@ -560,7 +573,7 @@ def _secant(fn, sides, entry_dims: int, out_rounding: torch.Tensor) -> list[torc
                         [_rows(s, fl, flag.numel()).index_select(0, owner).reshape(-1, *s.shape[entry_dims:])]))
         owners.append((fl, owner, corners, len(ent)))
     if not moved:
-        return [side[4] for side in sides]
+        return [side.rounding for side in sides]
     with torch.no_grad():
         out = fn(*[torch.cat(parts) for parts in zip(*moved)])  # rows: side by side, corners within each
     if not torch.isfinite(out).all():
@@ -592,8 +605,8 @@ def _rows(t: torch.Tensor, idx: torch.Tensor, entries: int) -> torch.Tensor:
 
 def _inner_corners(r: torch.Tensor, reach: torch.Tensor, xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The corners ``1 .. 2^b - 2`` of :func:`_secant` for entries with ``k >= 2`` reaching
-    components (``b = min(k, VERTEX_BITS)``), corners ``0`` and ``2^b - 1`` being ``+-r xi`` (``xi`` ``(n, M)``): the
-    steps ``(N, M)`` and the entry (row of ``r`` ``(n, M)``) of each. Corner ``c`` moves the
+    components (``b = min(k, VERTEX_BITS)``), corners ``0`` and ``2^b - 1`` being ``+-r xi``
+    (``xi`` ``(n, M)``): the steps ``(N, M)`` and the entry (row of ``r`` ``(n, M)``) of each. Corner ``c`` moves the
     ``j``-th reaching component of its entry by ``r xi (1 - 2 bit_(j mod b)(c))`` and the others by
     ``r xi (1 - 2 bit_0(c))``."""
     ent, comp = reach.nonzero(as_tuple=True)

@@ -178,6 +178,16 @@ def test_the_secant_rule_flags_where_tail_roundings_reach_the_pre_activation():
     assert tolerance._reaches(scale, h_abs, entry_dims=1).tolist() == [True, False]
 
 
+def one_entry_secant(fn, h, y, scale, direction=None, out_rounding=0.0) -> torch.Tensor:
+    """The secant rule on one flagged entry ``h`` ``(1, M)`` of a map ``fn`` with value ``y``, modelled
+    rounding ``scale`` and no propagated rounding: that side's rounding ``(1,)``."""
+    side = tolerance._Side([h], None, y, [scale], torch.zeros(1, dtype=h.dtype), torch.tensor([True]),
+                           None if direction is None else [direction])
+    (rounding,) = tolerance._secant(fn, [side], entry_dims=1,
+                                    out_rounding=torch.tensor([out_rounding], dtype=h.dtype))
+    return rounding
+
+
 @pytest.mark.parametrize("reaching", [1, 3, 6])
 def test_the_secant_visits_every_corner_of_the_reaching_components(reaching):
     """On a map that records its inputs, the secant's moved points give every sign combination of
@@ -195,9 +205,7 @@ def test_the_secant_visits_every_corner_of_the_reaching_components(reaching):
         seen.append(x.clone())
         return x
 
-    y = h.clone()
-    tolerance._secant(record, [([h], None, y, [scale], torch.zeros(1, dtype=torch.float64),
-                                torch.tensor([True]), None)], entry_dims=1, out_rounding=torch.zeros(1, dtype=torch.float64))
+    one_entry_secant(record, h, h.clone(), scale)
     steps, alone = (seen[0] - h).split([2 ** min(reaching, tolerance.VERTEX_BITS), 2 * reaching])
     bits = min(reaching, tolerance.VERTEX_BITS)
     # then each reaching component alone, to +TAIL r and to -TAIL r
@@ -236,14 +244,13 @@ def test_the_secant_moves_the_updated_side_along_its_left_factor_and_keeps_the_o
         seen.append(x.clone())
         return x
 
-    (rounding,) = tolerance._secant(
-        record, [([h], None, h.clone(), [scale], torch.zeros(1, dtype=torch.float64), torch.tensor([True]), [left])],
-        entry_dims=1, out_rounding=torch.tensor([40.0], dtype=torch.float64))
+    rounding = one_entry_secant(record, h, h.clone(), scale, direction=left, out_rounding=40.0)
     steps = seen[0] - h
     assert any(torch.equal(st, 2 * left[0]) for st in steps) and any(torch.equal(st, -2 * left[0]) for st in steps)
     # every corner moves every component by 2: a change of 2 sqrt(9) = 6, with the output's 40
     # (the components one at a time give 9 x 2 = 18, below it here)
     assert float(rounding) == pytest.approx(6.0 + 40.0, rel=1e-12)
+
 
 def test_the_secant_bounds_a_separable_map_by_its_components_one_at_a_time():
     """For a map that acts on each pre-activation separately and then linearly (an elementwise
@@ -259,10 +266,9 @@ def test_the_secant_bounds_a_separable_map_by_its_components_one_at_a_time():
     scale = torch.full_like(h, 1.0 / tolerance.TAIL)  # TAIL r = 1 > |h| = 0.5: every unit reaching
     sigma = torch.sign(w)  # the worst corner: each unit moved the way its weight counts
     worst = float((fn(h + sigma) - y).abs())
-    (rounding,) = tolerance._secant(
-        fn, [([h], None, y, [scale], torch.zeros(1, dtype=torch.float64), torch.tensor([True]), None)],
-        entry_dims=1, out_rounding=torch.zeros(1, dtype=torch.float64))
+    rounding = one_entry_secant(fn, h, y, scale)
     assert float(rounding) >= worst
+
 
 @pytest.mark.parametrize("width", [8, 80], ids=["exact", "probe"])
 def test_a_layer_norm_inside_the_map_adds_its_mean_rounding(width):
