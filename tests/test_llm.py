@@ -14,8 +14,8 @@ pytest.importorskip("transformers", reason="the LLM analysis needs the optional 
 from icl_verify.adapters import adapt_causal_lm  # noqa: E402
 from icl_verify.adapters.llama import tiny_lm  # noqa: E402
 from icl_verify.llm import (  # noqa: E402
-    TASKS, analyse, finetune_similarity, identity_errors, load_model, query_alone_check, shots_loss_gradients,
-    shots_updates, task_prompt, text_prompt,
+    TASKS, analyse, exact_casts, finetune_similarity, identity_errors, load_model, query_alone_check,
+    shots_loss_gradients, shots_updates, task_prompt, text_prompt,
 )
 
 
@@ -27,6 +27,48 @@ class CharTokenizer:
 
     def decode(self, ids):
         return "".join(chr(48 + i) for i in ids)
+
+
+def _state(model):
+    return {n: t.clone() for n, t in [*model.named_parameters(), *model.named_buffers()]}
+
+
+def test_analysis_in_several_dtypes_keeps_the_model():
+    """Each dtype's check runs on the model rounded once from the values it was given, and the
+    model comes back bit for bit: a float64 check after a bfloat16 one sees the float32 weights."""
+    model = tiny_lm("llama").to(torch.float32).requires_grad_(False)
+    tok = CharTokenizer()
+    prompt = task_prompt(tok, TASKS["antonyms"], shots=3)
+    before = _state(model)
+    alone = analyse(model, tok, prompt, dtypes=("float64",))
+    after_half = analyse(model, tok, prompt, dtypes=("bfloat16", "float64"))
+    assert torch.equal(alone.update_norms, after_half.update_norms)
+    assert torch.equal(alone.errors["float64"], after_half.errors["float64"])
+    after = _state(model)
+    assert after.keys() == before.keys()
+    for name, t in before.items():
+        assert after[name].dtype == t.dtype and torch.equal(after[name], t), name
+
+
+def test_exact_casts_restore_parameters_and_buffers():
+    """Tied parameters and a non-persistent buffer (rotary frequencies) in float32: a bfloat16 cast
+    rounds them, the next float64 cast starts again from the float32 values, and the exit restores
+    every value and dtype; an integer buffer is left alone."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+    model[1].weight = model[0].weight  # tied
+    model.register_buffer("freq", torch.tensor([1 / 3, 1e-3]), persistent=False)
+    model.register_buffer("count", torch.tensor([7]))
+    before = _state(model)
+    with exact_casts(model) as cast:
+        cast(torch.bfloat16)
+        assert model.freq.dtype == torch.bfloat16 and model[0].weight is model[1].weight
+        cast(torch.float64)
+        assert torch.equal(model.freq, before["freq"].double())
+        assert torch.equal(model[0].weight, before["0.weight"].double())
+    after = _state(model)
+    for name, t in before.items():
+        assert after[name].dtype == t.dtype and torch.equal(after[name], t), name
+    assert model[0].weight is model[1].weight
 
 
 @pytest.mark.parametrize("kind", ["llama", "gemma2"])
@@ -88,15 +130,12 @@ def test_smollm2_identity_on_all_30_layers():
     model, tok = load_model()
     prompt = task_prompt(tok, TASKS["capitals"], shots=2)
     ids = prompt.ids()
-    model.to(torch.float64)
-    try:
-        lm = adapt_causal_lm(model)
+    with exact_casts(model) as cast:
+        lm = adapt_causal_lm(cast(torch.float64))
         assert len(lm.stack) == 30
         with torch.no_grad():
             errors, ratios, last = identity_errors(lm, ids)
             check = query_alone_check(lm, ids, last)
-    finally:
-        model.to(torch.float32)
     assert errors.shape == (30, ids.shape[1])
     assert float(errors.max()) <= 1e-12
     assert float(ratios.max()) <= 1  # within the error model's tolerance everywhere
@@ -118,11 +157,10 @@ def test_smollm2_error_model_is_tight_and_discriminating(dtype, eps):
     from icl_verify import claims
     from icl_verify.updates import position_updates
 
-    model, tok = load_model()
+    model, tok = load_model()  # cached per process: handed back as it came (exact_casts)
     ids = task_prompt(tok, TASKS["capitals"]).ids()  # all 8 shots
-    model.to(dtype)
-    try:
-        lm = adapt_causal_lm(model)
+    with exact_casts(model) as cast:
+        lm = adapt_causal_lm(cast(dtype))
         worst, caught = 0.0, 0
         with torch.no_grad():
             xs = lm.stack.block_inputs(lm.embed(ids))
@@ -133,7 +171,5 @@ def test_smollm2_error_model_is_tight_and_discriminating(dtype, eps):
                 worst = max(worst, exact.worst_ratio)
                 wrong = dataclasses.replace(upd, left=tuple(u * (1 + eps) for u in upd.left))
                 caught += not claims.identity(block, wrong, dense=False).passed
-    finally:
-        model.to(torch.float32)
     assert 0.01 <= worst <= 1
     assert caught >= 0.9 * len(lm.stack)

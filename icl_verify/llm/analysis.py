@@ -13,6 +13,7 @@ import torch
 
 from ..adapters import adapt_causal_lm
 from ..errors import DTypeError, NonFiniteError
+from .casting import exact_casts
 from .identity import combined_norm, identity_errors, query_alone_check
 from .prompts import Prompt
 from .shots import finetune_similarity, shots_loss_gradients, shots_updates
@@ -40,20 +41,20 @@ class Analysis:
 def analyse(model, tokenizer, prompt: Prompt, *, dtypes=("float32", "float64"), dense: bool = False,
             progress: bool = False, through_model: bool = False) -> Analysis:
     """Run every measurement of the module docstring, in each of ``dtypes`` for the identity
-    (the model is cast in place and cast back to its original dtype at the end); the shots
+    (the model is cast in place, each time from its values on entry, and handed back with
+    those values and dtypes: :func:`icl_verify.llm.casting.exact_casts`); the shots
     curve and the finetuning comparison run in the last dtype. ``through_model``: also the
     check through the model's own forward (:func:`icl_verify.through_model.through_model_check`)."""
     from ..through_model import through_model_check
 
-    original = next(model.parameters()).dtype
     device = next(model.parameters()).device
     ids = prompt.ids().to(device)
     errors, ratios, checks, through, terms = {}, {}, {}, {}, {}
-    try:
+    with exact_casts(model) as cast:
         with torch.no_grad():
             for name in dtypes:
                 try:
-                    model.to(getattr(torch, name))
+                    cast(getattr(torch, name))
                     lm = adapt_causal_lm(model)
                     terms[name] = {}
                     errors[name], ratios[name], last = identity_errors(lm, ids, dense=dense, progress=progress,
@@ -69,8 +70,6 @@ def analyse(model, tokenizer, prompt: Prompt, *, dtypes=("float32", "float64"), 
         if prompt.shots:
             with torch.enable_grad():
                 sim = finetune_similarity(final, shots_loss_gradients(lm, prompt))
-    finally:
-        model.to(original)
     cpu = lambda t: None if t is None else t.detach().double().cpu()  # noqa: E731
     return Analysis(
         tokens=[tokenizer.decode([i]) for i in ids[0].tolist()],
