@@ -61,6 +61,14 @@ class ContextualBlock(nn.Module):
         """Block output from the first pre-activations ``hs[k] = W_k z + b_k`` and the bypass."""
         raise NotImplementedError
 
+    def kinks(self, hs: Sequence[torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Where the map is not smooth, for the pre-activations ``hs[k]`` whose nearest such point
+        is not 0: ``{k: distance}``, ``distance`` shaped like ``hs[k]``, each component's distance to
+        the nearest point where :meth:`output` jumps or has a kink. Every other pre-activation has
+        its kinks at 0 (an activation's), distance ``|h|``. The error model's secant flags and
+        moves the components that their rounding may carry across (:func:`icl_verify.tolerance.identity_bound`)."""
+        return {}
+
     def first_weights(self) -> tuple[torch.Tensor, ...]:
         """The first dense matrices ``W_k`` ``(m_k, d_z)`` alone (what the updates change)."""
         return tuple(w for w, _ in self.first_layers())

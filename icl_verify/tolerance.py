@@ -418,7 +418,9 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
     z_r_l1 = eta * torch.linalg.vector_norm(wide(reference.z), ord=1, dim=-1, keepdim=True) if eta else None
     same = shared_entries(hs, target_side, entry_dims)
     shared = same.nonzero(as_tuple=True) if same is not None and same.any() else None
-    side_t, side_u, reach_t, reach_u = [], [], [], []
+    far_u = block.kinks(hs)  # distances to the map's kinks where they are not at 0
+    far_t = {} if target_side is None else block.kinks(target_side[0])
+    side_t, side_u, reach_t, reach_u, dist_t, dist_u = [], [], [], [], [], []
     for i, ((w, b), lf, h) in enumerate(zip(first_layers, left, hs)):
         # W z_t = W z_r + left = h - b in exact arithmetic: first-order scales need no new product;
         # q(W, z_t) <= q(W, z_r) + q(W, z_t - z_r) (triangle inequality on the random-walk part);
@@ -448,9 +450,11 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
             acc_u[shared] = 0
         side_t.append(acc_t)
         side_u.append(acc_u)
-        reach_u.append(_reaches(acc_u, h_abs, entry_dims))
+        dist_u.append(far_u.get(i, h_abs))
+        reach_u.append(_reaches(acc_u, dist_u[-1], entry_dims))
         if target_side is not None:
-            reach_t.append(_reaches(acc_t, wide(target_side[0][i]).abs(), entry_dims))
+            dist_t.append(far_t[i] if i in far_t else wide(target_side[0][i]).abs())
+            reach_t.append(_reaches(acc_t, dist_t[-1], entry_dims))
     inputs = list(hs)
     if s is not None:
         side_t.append(u * target.s.abs() + u * s.abs())
@@ -481,10 +485,10 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
         add_u = TAIL * u * entry_norm(sh + wide(s).abs() + y.abs(), entry_dims=entry_dims)
         rounding_t = torch.where(additive, add_t, rounding_t)
         rounding_u = torch.where(additive, add_u, rounding_u)
-    sides = [_Side(hs, s, y_u, side_u[:k], rounding_u, torch.stack(reach_u).any(0), left)]
+    sides = [_Side(hs, s, y_u, side_u[:k], rounding_u, torch.stack(reach_u).any(0), left, dist_u)]
     if target_side is not None:
         sides.append(_Side(target_side[0], target.s, target_side[1], side_t[:k], rounding_t,
-                           torch.stack(reach_t).any(0), None))
+                           torch.stack(reach_t).any(0), None, dist_t))
     rounding_u, *rest = _secant(fn, sides, entry_dims, TAIL * out)
     rounding_t = rest[0] if rest else rounding_t
     secant = torch.stack([side.flag for side in sides]).any(0)
@@ -494,19 +498,21 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
         "secant": secant.to(gain.dtype)}, y_u
 
 
-def _reaches(scale: torch.Tensor, h_abs: torch.Tensor, entry_dims: int) -> torch.Tensor:
+def _reaches(scale: torch.Tensor, distance: torch.Tensor, entry_dims: int) -> torch.Tensor:
     """``(*E,)``: the entries where ``TAIL`` times the modelled rounding ``scale`` of some
-    pre-activation reaches its magnitude ``h_abs`` (both ``(*E, m)``), in two passes."""
-    return torch.sub(h_abs, scale, alpha=TAIL).flatten(entry_dims).amin(-1) < 0
+    pre-activation reaches its ``distance`` to the map's nearest kink (``|h|`` for an activation's
+    kink at 0; :meth:`~icl_verify.blocks.ContextualBlock.kinks`), both ``(*E, m)``, in two passes."""
+    return torch.sub(distance, scale, alpha=TAIL).flatten(entry_dims).amin(-1) < 0
 
 
 class _Side(NamedTuple):
     """One side of an identity, as :func:`_secant` reads it: the map's inputs ``hs`` (each
     ``(*E, m_k)``) and ``s`` (or None), its output ``y``, the modelled rounding ``scales`` of ``hs``
     (same shapes), the side's propagated ``rounding`` ``(*E,)``, ``flag`` ``(*E,)`` the entries
-    where ``TAIL`` times a scale reaches its pre-activation's size (:func:`_reaches`: catastrophic
-    cancellation; a sign or a kink may be crossed), and the ``direction`` of the side's common
-    rounding (tensors shaped like ``hs``) or None."""
+    where ``TAIL`` times a scale reaches its pre-activation's distance to the map's nearest kink
+    (:func:`_reaches`: catastrophic cancellation, a sign or a kink may be crossed, or a top-k
+    routing tie), the ``direction`` of the side's common rounding (tensors shaped like ``hs``) or
+    None, and the ``distance`` of each component of ``hs`` to its nearest kink (same shapes)."""
     hs: Sequence[torch.Tensor]
     s: torch.Tensor | None
     y: torch.Tensor
@@ -514,6 +520,7 @@ class _Side(NamedTuple):
     rounding: torch.Tensor
     flag: torch.Tensor
     direction: Sequence[torch.Tensor] | None
+    distance: Sequence[torch.Tensor]
 
 
 def _secant(fn, sides: Sequence[_Side], entry_dims: int, out_rounding: torch.Tensor) -> list[torch.Tensor]:
@@ -523,9 +530,9 @@ def _secant(fn, sides: Sequence[_Side], entry_dims: int, out_rounding: torch.Ten
     ``||output(hs + TAIL r sigma, s) - y||`` over sign vectors ``sigma``, how far the map moves within
     the reach, and ``out_rounding`` ``(*E,)`` the output's own rounding (``TAIL`` standard
     deviations), how far a computed output is from the map's value. The sign vectors: every
-    sign combination of the entry's reaching components (those with
-    ``TAIL r > |h|``; of the first :data:`VERTEX_BITS` of them, the rest cycling through the same
-    bits), with the other components along ``+-xi``: the signs of ``direction`` (the updated side's
+    sign combination of the entry's reaching components (those whose ``TAIL r`` exceeds their
+    ``distance`` to a kink, ``|h|`` unless the block says otherwise; of the first
+    :data:`VERTEX_BITS` of them, the rest cycling through the same bits), with the other components along ``+-xi``: the signs of ``direction`` (the updated side's
     left factors: the rounding of ``right . z_r`` moves every pre-activation along ``left`` at
     once, so its corners ``+-r sign(left)`` are visited), else one fixed Rademacher vector: a
     secant over the rounding's reach instead of the tangent at its centre, at the corners of the reach where it
@@ -537,7 +544,7 @@ def _secant(fn, sides: Sequence[_Side], entry_dims: int, out_rounding: torch.Ten
     entry, side and move (``2^min(k, VERTEX_BITS)`` corners and ``2k`` single moves for ``k``
     reaching components)."""
     moved, owners = [], []
-    for hs, s, y, scales, rounding, flag, direction in sides:
+    for hs, s, y, scales, rounding, flag, direction, distance in sides:
         fl = flag.flatten().nonzero()[:, 0]  # (n,) flagged entries, counted over the flattened E
         if not len(fl):
             owners.append(None)
@@ -553,7 +560,7 @@ def _secant(fn, sides: Sequence[_Side], entry_dims: int, out_rounding: torch.Ten
             xi = torch.where(xi < 0, -1.0, 1.0).to(r.dtype)
         step = r * xi
         steps, owner = [step, -step], [torch.arange(len(fl), device=r.device)] * 2  # corners 0 and 2^bits - 1
-        reach = r > torch.cat([wide(h).abs() for h in h_sel], -1)
+        reach = r > torch.cat([_rows(dist, fl, flag.numel()) for dist in distance], -1)
         if bool((reach.sum(-1) > 1).any()):
             more, who = _inner_corners(r, reach, xi)
             steps.append(more)
@@ -580,7 +587,7 @@ def _secant(fn, sides: Sequence[_Side], entry_dims: int, out_rounding: torch.Ten
         raise NonFiniteError("the map overflows within the modelled rounding of its inputs: the error "
                              "model cannot bound the rounding")
     roundings, start = [], 0
-    for (hs, s, y, scales, rounding, flag, _), own in zip(sides, owners):
+    for (hs, s, y, scales, rounding, flag, *_), own in zip(sides, owners):
         if own is None:
             roundings.append(rounding)
             continue

@@ -182,7 +182,7 @@ def one_entry_secant(fn, h, y, scale, direction=None, out_rounding=0.0) -> torch
     """The secant rule on one flagged entry ``h`` ``(1, M)`` of a map ``fn`` with value ``y``, modelled
     rounding ``scale`` and no propagated rounding: that side's rounding ``(1,)``."""
     side = tolerance._Side([h], None, y, [scale], torch.zeros(1, dtype=h.dtype), torch.tensor([True]),
-                           None if direction is None else [direction])
+                           None if direction is None else [direction], [h.abs()])
     (rounding,) = tolerance._secant(fn, [side], entry_dims=1,
                                     out_rounding=torch.tensor([out_rounding], dtype=h.dtype))
     return rounding
@@ -357,3 +357,31 @@ def test_overflowing_reference_norm_is_a_typed_error():
                 ContextSpec(n=1, batch=1, kind="iid", norm=1.0, spread=1.0, jitter=0.01, seed=65535))
     with pytest.raises(NonFiniteError, match=r"\|\|z_r\|\| overflows"):
         claims.theorem(*case.build())
+
+
+def test_a_routing_tie_of_a_mixture_of_experts():
+    """A stress-run counter-example of the stack claim (qwen3_moe, float16, error/tolerance 1.22
+    before ties were modelled): at the second block the lone query's router logits of experts 2
+    and 3 agree to three digits (-0.693), so the contextual side picks experts (0, 3) and the
+    updated side, one rounding away, (0, 2). The top-k selection jumps there; the router logits'
+    kinks (half the gap to the top-k boundary, ``MoE.kinks``) let the secant move the two across."""
+    from icl_verify.strategies import ContextSpec
+
+    info = get_architecture("qwen3_moe")
+    model = info.build(seed=38875, dtype=torch.float16)
+    context, query = ContextSpec(n=4, batch=2, kind="near_duplicate", norm=10.0, spread=1.0, jitter=1e-5,
+                                 seed=65534).tensors(info.width, torch.float16)
+    assert claims.stack(model, torch.cat([context, query[:, None]], dim=1)).passed
+
+
+def test_router_logits_kinks_are_half_the_gap_to_the_top_k_boundary():
+    """Top 2 of 4 logits (3, 1, 0.5, -2): the chosen ones are 2.5 and 0.5 above the largest unchosen
+    (0.5), the unchosen ones 0.5 and 3 below the smallest chosen (1); the distances are halves.
+    The experts' pre-activations keep their default (``|h|``, not listed)."""
+    stack = get_architecture("qwen3_moe").build(seed=0, dtype=torch.float64)
+    block = stack.blocks[0]
+    hs = [torch.zeros(1, 1, w.shape[0], dtype=torch.float64) for w, _ in block.first_layers()]
+    hs[0] = torch.tensor([[[3.0, 1.0, 0.5, -2.0]]], dtype=torch.float64)
+    kinks = block.kinks(hs)
+    assert list(kinks) == [0]
+    assert kinks[0].flatten().tolist() == [1.25, 0.25, 0.25, 1.5]

@@ -143,6 +143,10 @@ class HybridAdapter(ContextualBlock):
     def first_layers(self):
         return self.reader.first_layers(self.layer)
 
+    def kinks(self, hs: Sequence[torch.Tensor]) -> dict[int, torch.Tensor]:
+        own = getattr(self.reader, "kinks", None)
+        return {} if own is None else own(self.layer, hs)
+
     def output(self, hs: Sequence[torch.Tensor], s: torch.Tensor | None) -> torch.Tensor:
         return s + self.reader.rest(self.layer, hs)
 

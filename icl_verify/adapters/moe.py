@@ -74,6 +74,21 @@ class MoE:
             top = top.to(logits.dtype)
         return torch.zeros_like(probs.to(top.dtype)).scatter(-1, idx, top)
 
+    def kinks(self, layer: nn.Module, hs: Sequence[torch.Tensor]) -> dict[int, torch.Tensor]:
+        """The router logits ``hs[0]`` ``(..., E)``: the chosen experts change where the k-th and
+        (k+1)-th largest logits swap, so each logit's distance to that jump is half its gap to the
+        boundary (a chosen one to the largest unchosen, an unchosen one to the smallest chosen);
+        ``inf`` when every expert is chosen. The experts' pre-activations keep ``|h|``."""
+        logits = hs[0].float()
+        k = module_at(layer, f"{self.block}.{self.router}").top_k
+        if k >= logits.shape[-1]:
+            return {0: torch.full_like(logits, float("inf"))}
+        top = torch.topk(logits, k + 1, dim=-1).values
+        last_in, first_out = top[..., k - 1:k], top[..., k:k + 1]
+        chosen = torch.zeros_like(logits, dtype=torch.bool).scatter(
+            -1, torch.topk(logits, k, dim=-1).indices, True)
+        return {0: torch.where(chosen, logits - first_out, last_in - logits) / 2}
+
     def rest(self, layer: nn.Module, hs: Sequence[torch.Tensor]) -> torch.Tensor:
         experts = module_at(layer, f"{self.block}.{self.experts}")
         n = experts.gate_up_proj.shape[0]

@@ -146,6 +146,10 @@ class RecordAdapter(ContextualBlock):
     def first_layers(self):
         return self.record.ffn.first_layers(self.layer)
 
+    def kinks(self, hs: Sequence[torch.Tensor]) -> dict[int, torch.Tensor]:
+        own = getattr(self.record.ffn, "kinks", None)
+        return {} if own is None else own(self.layer, hs)
+
     def output(self, hs: Sequence[torch.Tensor], s: torch.Tensor | None) -> torch.Tensor:
         f = self.record.ffn.rest(self.layer, hs)
         if self.multiplier is not None:
