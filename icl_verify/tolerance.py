@@ -50,7 +50,8 @@ and SGD steps, the elementwise worst-case bounds are given in :mod:`icl_verify.c
 Frobenius norm is compared with the Frobenius norm of the difference.
 
 The same derivation serves float64, float32, bfloat16 and float16: only ``u`` and ``u_acc``
-change. Where ``TAIL`` roundings of a pre-activation reach its size (catastrophic cancellation),
+change. Where ``TAIL`` roundings of a pre-activation reach its size (catastrophic cancellation)
+or its distance to another kink of the map (a top-k routing tie: ``ContextualBlock.kinks``),
 each side's term is raised to the map's largest measured change over the corners of that reach,
 and to the sum of its changes with each reaching input moved alone (:func:`_secant`); the rounding of a layer norm's mean inside the map, and in float16 gradual
 underflow (``eta``, :func:`underflow`, per rounded value), enter through taps
