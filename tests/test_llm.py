@@ -30,7 +30,8 @@ class CharTokenizer:
 
 
 def _state(model):
-    return {n: t.clone() for n, t in [*model.named_parameters(), *model.named_buffers()]}
+    """Every parameter and buffer by name, a buffer under each module that holds it."""
+    return {n: t.clone() for n, t in [*model.named_parameters(), *model.named_buffers(remove_duplicate=False)]}
 
 
 def test_analysis_in_several_dtypes_keeps_the_model():
@@ -51,13 +52,16 @@ def test_analysis_in_several_dtypes_keeps_the_model():
 
 
 def test_exact_casts_restore_parameters_and_buffers():
-    """Tied parameters and a non-persistent buffer (rotary frequencies) in float32: a bfloat16 cast
-    rounds them, the next float64 cast starts again from the float32 values, and the exit restores
-    every value and dtype; an integer buffer is left alone."""
+    """Tied parameters, a non-persistent buffer (rotary frequencies) and a buffer held by two
+    modules, in float32: a bfloat16 cast rounds them, the next float64 cast starts again from the
+    float32 values, and the exit restores every value and dtype; an integer buffer is left alone."""
     model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
     model[1].weight = model[0].weight  # tied
     model.register_buffer("freq", torch.tensor([1 / 3, 1e-3]), persistent=False)
     model.register_buffer("count", torch.tensor([7]))
+    shared = torch.tensor([0.1])  # one buffer held by two modules: model.to converts each on its own
+    model[0].register_buffer("shared", shared)
+    model[1].register_buffer("shared", shared)
     before = _state(model)
     with exact_casts(model) as cast:
         cast(torch.bfloat16)
@@ -66,6 +70,7 @@ def test_exact_casts_restore_parameters_and_buffers():
         assert torch.equal(model.freq, before["freq"].double())
         assert torch.equal(model[0].weight, before["0.weight"].double())
     after = _state(model)
+    assert after.keys() == before.keys()
     for name, t in before.items():
         assert after[name].dtype == t.dtype and torch.equal(after[name], t), name
     assert model[0].weight is model[1].weight

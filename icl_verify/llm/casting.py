@@ -16,14 +16,18 @@ from torch import nn
 
 def _slots(model: nn.Module) -> list[tuple[dict, str]]:
     """Every floating parameter and buffer, persistent or not, as ``(the dict holding it, key)``;
-    a parameter shared by several modules once."""
+    a parameter shared by several modules (tied weights) once: ``model.to`` keeps it shared and
+    changes its ``.data``. A buffer is listed in every module that holds it, because ``model.to``
+    gives each module its own converted copy."""
     seen, slots = set(), []
     for module in model.modules():
         for table in (module._parameters, module._buffers):
             for key, t in table.items():
-                if t is not None and t.is_floating_point() and id(t) not in seen:
+                if t is None or not t.is_floating_point() or id(t) in seen:
+                    continue
+                if isinstance(t, nn.Parameter):
                     seen.add(id(t))
-                    slots.append((table, key))
+                slots.append((table, key))
     return slots
 
 
