@@ -29,7 +29,7 @@ import torch
 
 from icl_verify import claims, tolerance as tol
 from icl_verify.adapters import adapt_causal_lm
-from icl_verify.llm import load_model
+from icl_verify.llm import exact_casts, load_model
 from icl_verify.llm.prompts import TASKS, task_prompt
 from icl_verify.updates import position_updates, updated_inputs
 
@@ -76,10 +76,10 @@ def main(args: list[str]) -> None:
     ids = task_prompt(tok, TASKS["capitals"]).ids()
     for arg in args or ["bfloat16:0.1", "float16:0.1"]:
         name, eps = arg.split(":")
-        model.to(getattr(torch, name))
-        lm = adapt_causal_lm(model)
-        xs = lm.stack.block_inputs(lm.embed(ids))
-        rows = [layer_floor(model, l, b, xs[l], float(eps)) for l, b in enumerate(lm.stack.blocks)]
+        with exact_casts(model) as cast:  # each dtype rounded once from the loaded weights
+            lm = adapt_causal_lm(cast(getattr(torch, name)))
+            xs = lm.stack.block_inputs(lm.embed(ids))
+            rows = [layer_floor(model, l, b, xs[l], float(eps)) for l, b in enumerate(lm.stack.blocks)]
         reach = torch.tensor([r[0] for r in rows])
         over = torch.tensor([r[1] for r in rows])
         print(f"{name}, dW x (1 + {eps}), {len(rows)} layers: the wrong update's change over the floor "
