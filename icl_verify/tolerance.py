@@ -53,11 +53,11 @@ The same derivation serves float64, float32, bfloat16 and float16: only ``u`` an
 change. Where ``TAIL`` roundings of a pre-activation reach its size (catastrophic cancellation)
 or its distance to another kink of the map (a top-k routing tie: ``ContextualBlock.kinks``),
 each side's term is raised to the map's largest measured change over the corners of that reach,
-and to the sum of its changes with each reaching input moved alone (:func:`_secant`); the rounding of a layer norm's mean inside the map, and in float16 gradual
-underflow (``eta``, :func:`underflow`, per rounded value), enter through taps
-(:mod:`icl_verify.rounding_taps`) and the pre-activations' scales. Not
-covered otherwise: second-order terms, rounding correlated across components (one rounded norm
-statistic scaling a whole output), and overflow (it raises
+and to the sum of its changes with each reaching input moved alone (:func:`_secant`); the
+rounding of a layer norm's mean inside the map, and in float16 gradual underflow (``eta``,
+:func:`underflow`, per rounded value), enter through taps (:mod:`icl_verify.rounding_taps`) and
+the pre-activations' scales. Not covered otherwise: second-order terms, rounding correlated
+across components (one rounded norm statistic scaling a whole output), and overflow (it raises
 :class:`~icl_verify.errors.NonFiniteError`). docs/error-model.md has the derivation, the choices
 weighed and the measured error/tolerance ratios.
 """
@@ -454,7 +454,7 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
         dist_u.append(far_u.get(i, h_abs))
         reach_u.append(_reaches(acc_u, dist_u[-1], entry_dims))
         if target_side is not None:
-            dist_t.append(far_t[i] if i in far_t else wide(target_side[0][i]).abs())
+            dist_t.append(far_t.get(i, wide(target_side[0][i]).abs()))
             reach_t.append(_reaches(acc_t, dist_t[-1], entry_dims))
     inputs = list(hs)
     if s is not None:
@@ -533,10 +533,11 @@ def _secant(fn, sides: Sequence[_Side], entry_dims: int, out_rounding: torch.Ten
     deviations), how far a computed output is from the map's value. The sign vectors: every
     sign combination of the entry's reaching components (those whose ``TAIL r`` exceeds their
     ``distance`` to a kink, ``|h|`` unless the block says otherwise; of the first
-    :data:`VERTEX_BITS` of them, the rest cycling through the same bits), with the other components along ``+-xi``: the signs of ``direction`` (the updated side's
-    left factors: the rounding of ``right . z_r`` moves every pre-activation along ``left`` at
-    once, so its corners ``+-r sign(left)`` are visited), else one fixed Rademacher vector: a
-    secant over the rounding's reach instead of the tangent at its centre, at the corners of the reach where it
+    :data:`VERTEX_BITS` of them, the rest cycling through the same bits), with the other
+    components along ``+-xi``: the signs of ``direction`` (the updated side's left factors: the
+    rounding of ``right . z_r`` moves every pre-activation along ``left`` at once, so its corners
+    ``+-r sign(left)`` are visited), else one fixed Rademacher vector: a secant over the
+    rounding's reach instead of the tangent at its centre, at the corners of the reach where it
     matters (docs/error-model.md, "First order and cancellation"). And at least ``a + rounding``,
     ``a`` the sum over the reaching components of the larger change when that component alone
     moves to either end of its reach: a bound on the change over the whole reach for a map that
@@ -588,21 +589,21 @@ def _secant(fn, sides: Sequence[_Side], entry_dims: int, out_rounding: torch.Ten
         raise NonFiniteError("the map overflows within the modelled rounding of its inputs: the error "
                              "model cannot bound the rounding")
     roundings, start = [], 0
-    for (hs, s, y, scales, rounding, flag, *_), own in zip(sides, owners):
+    for side, own in zip(sides, owners):
         if own is None:
-            roundings.append(rounding)
+            roundings.append(side.rounding)
             continue
         fl, owner, corners, pairs = own
-        y_sel = _rows(y, fl, flag.numel()).index_select(0, owner)
+        y_sel = _rows(side.y, fl, side.flag.numel()).index_select(0, owner)
         change = entry_norm(wide(out[start:start + len(owner)]).reshape(len(owner), -1) - wide(y_sel), entry_dims=1)
         start += len(owner)
         zero = torch.zeros(len(fl), dtype=change.dtype, device=change.device)
         top = zero.scatter_reduce(0, owner[:corners], change[:corners], "amax")
-        alone = zero.index_add(0, owner[corners:corners + pairs], change[corners:].view(2, pairs).amax(0))
-        new = rounding.clone().flatten()
+        single = zero.index_add(0, owner[corners:corners + pairs], change[corners:].view(2, pairs).amax(0))
+        new = side.rounding.clone().flatten()
         old = new[fl].to(top.dtype)
-        new[fl] = torch.maximum(top + out_rounding.flatten()[fl].to(top.dtype), alone + old).to(new.dtype)
-        roundings.append(new.reshape(rounding.shape))
+        new[fl] = torch.maximum(top + out_rounding.flatten()[fl].to(top.dtype), single + old).to(new.dtype)
+        roundings.append(new.reshape(side.rounding.shape))
     return roundings
 
 

@@ -206,8 +206,8 @@ def test_the_secant_visits_every_corner_of_the_reaching_components(reaching):
         return x
 
     one_entry_secant(record, h, h.clone(), scale)
-    steps, alone = (seen[0] - h).split([2 ** min(reaching, tolerance.VERTEX_BITS), 2 * reaching])
     bits = min(reaching, tolerance.VERTEX_BITS)
+    steps, alone = (seen[0] - h).split([2 ** bits, 2 * reaching])
     # then each reaching component alone, to +TAIL r and to -TAIL r
     moves = torch.zeros(2, reaching, width, dtype=h.dtype)
     moves[0, range(reaching), range(reaching)] = 2.0

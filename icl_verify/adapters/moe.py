@@ -83,10 +83,9 @@ class MoE:
         k = module_at(layer, f"{self.block}.{self.router}").top_k
         if k >= logits.shape[-1]:
             return {0: torch.full_like(logits, float("inf"))}
-        top = torch.topk(logits, k + 1, dim=-1).values
-        last_in, first_out = top[..., k - 1:k], top[..., k:k + 1]
-        chosen = torch.zeros_like(logits, dtype=torch.bool).scatter(
-            -1, torch.topk(logits, k, dim=-1).indices, True)
+        top = torch.topk(logits, k + 1, dim=-1)
+        last_in, first_out = top.values[..., k - 1:k], top.values[..., k:k + 1]
+        chosen = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, top.indices[..., :k], True)
         return {0: torch.where(chosen, logits - first_out, last_in - logits) / 2}
 
     def rest(self, layer: nn.Module, hs: Sequence[torch.Tensor]) -> torch.Tensor:
