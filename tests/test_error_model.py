@@ -359,19 +359,29 @@ def test_overflowing_reference_norm_is_a_typed_error():
         claims.theorem(*case.build())
 
 
-def test_a_routing_tie_of_a_mixture_of_experts():
+def test_a_routing_tie_of_a_mixture_of_experts(monkeypatch):
     """A stress-run counter-example of the stack claim (qwen3_moe, float16, error/tolerance 1.22
-    before ties were modelled): at the second block the lone query's router logits of experts 2
+    before ties were modelled): at the first block the lone query's router logits of experts 2
     and 3 agree to three digits (-0.693), so the contextual side picks experts (0, 3) and the
     updated side, one rounding away, (0, 2). The top-k selection jumps there; the router logits'
-    kinks (half the gap to the top-k boundary, ``MoE.kinks``) let the secant move the two across."""
+    kinks (half the gap to the top-k boundary, ``MoE.kinks``) let the secant move the two across.
+    Each side's flag reads those distances on its own: both sides are flagged at the tie (the
+    first sequence), neither at the other sequence."""
     from icl_verify.strategies import ContextSpec
 
     info = get_architecture("qwen3_moe")
     model = info.build(seed=38875, dtype=torch.float16)
     context, query = ContextSpec(n=4, batch=2, kind="near_duplicate", norm=10.0, spread=1.0, jitter=1e-5,
                                  seed=65534).tensors(info.width, torch.float16)
+    flags, secant = [], tolerance._secant
+
+    def recorded(fn, sides, entry_dims, out_rounding):
+        flags.append([side.flag.tolist() for side in sides])
+        return secant(fn, sides, entry_dims, out_rounding)
+
+    monkeypatch.setattr(tolerance, "_secant", recorded)
     assert claims.stack(model, torch.cat([context, query[:, None]], dim=1)).passed
+    assert flags[0] == [[True, False], [True, False]]  # first block: updated side, target side
 
 
 def test_router_logits_kinks_are_half_the_gap_to_the_top_k_boundary():
