@@ -14,7 +14,7 @@ from tqdm import tqdm
 from . import claims
 from .dynamics import prefix_updates
 from .blocks import build_block, build_stack
-from .adapters import get_architecture
+from .adapters import get_architecture, list_architectures
 from .errors import OUTSIDE_HYPOTHESES
 from .layers import get_layer
 
@@ -54,6 +54,21 @@ class InstanceSizes:
     context: int = 6
     batch: int = 2
     depth: int = 4
+
+
+def covering_architectures(names: list[str] | None = None) -> list[str]:
+    """A small subset of the architectures ``names`` (default: every registered one) in which
+    every tag of ``names`` occurs: greedy set cover, each step taking the architecture with the
+    most tags not yet covered (ties: the first name). Every layout feature the adapters know (a
+    norm placement, a network kind, a mixer, ...) is then checked at least once."""
+    names = list_architectures() if names is None else names
+    tags = {name: set(get_architecture(name).tags) for name in names}
+    missing, chosen = set().union(*tags.values()) if tags else set(), []
+    while missing:
+        best = max(names, key=lambda n: len(tags[n] & missing))  # max keeps the first of equals
+        chosen.append(best)
+        missing -= tags[best]
+    return sorted(chosen)
 
 
 def _width(layer: str, want: int) -> tuple[int, int]:

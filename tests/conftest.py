@@ -2,8 +2,26 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from icl_verify.cli import main
+
+torch.set_num_threads(1)  # pytest-xdist runs one process per core: more threads would spin
+
+VERSIONED = ("torch", "transformers", "numpy", "hypothesis", "accelerate")
+
+
+def pytest_report_header(config):
+    """The versions of the dependencies whose releases could change a verdict."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return "dependencies: " + ", ".join(f"{name} {installed(name)}" for name in VERSIONED)
 
 
 @pytest.fixture

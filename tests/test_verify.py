@@ -58,3 +58,44 @@ def test_an_instance_outside_the_hypotheses_is_reported_not_checked(tmp_path, ca
     assert rows["stack"]["outside"].startswith("NonFiniteError") and rows["stack"]["ratio"] is None
     assert all(r["passed"] and not r["outside"] for c, r in rows.items() if c != "stack")
     assert "nan" not in text.split("Not checked")[0].lower()  # the table: numbers of checked rows only
+
+
+def test_the_default_architectures_cover_every_tag():
+    """Without ``--layer``, ``verify`` checks a subset of the architectures in which every tag of
+    every registered architecture occurs; a cover that dropped one architecture would lose a tag."""
+    pytest.importorskip("transformers", reason="real architectures need pip install '.[models]'")
+    from icl_verify.adapters import get_architecture, list_architectures
+    from icl_verify.verify import covering_architectures
+
+    tags = lambda names: set().union(*(get_architecture(n).tags for n in names))  # noqa: E731
+    chosen = covering_architectures()
+    assert tags(chosen) == tags(list_architectures())
+    assert len(chosen) < len(list_architectures()) / 3
+    assert covering_architectures([]) == []
+
+
+@pytest.mark.parametrize("flags, expected", [((), "cover"), (("--all-architectures",), "all"),
+                                             (("--layer", "gpt2"), ["gpt2"]), (("--no-architectures",), [])])
+def test_verify_architecture_selection(monkeypatch, flags, expected):
+    """``--all-architectures`` checks every architecture, the default the tag cover, ``--layer``
+    exactly its matches; the selection is what ``run_verify`` receives."""
+    pytest.importorskip("transformers", reason="real architectures need pip install '.[models]'")
+    from icl_verify.adapters import list_architectures
+    from icl_verify.commands import verify as command
+    from icl_verify.verify import covering_architectures
+
+    seen = []
+
+    def run_verify(*args, architectures=(), **kwargs):
+        seen.extend(architectures)
+        return []
+
+    monkeypatch.setattr(command, "run_verify", run_verify)
+    main(["verify", "--no-progress", *flags])
+    want = {"cover": covering_architectures(), "all": list_architectures()}[expected] if isinstance(expected, str) \
+        else expected
+    assert seen == want
+
+
+def test_no_and_all_architectures_exclude_each_other(rejected):
+    assert "exclude each other" in rejected(["verify", "--no-architectures", "--all-architectures"])

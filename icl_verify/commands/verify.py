@@ -1,5 +1,7 @@
 """``icl-verify verify``: every claim on seeded random instances of every registered layer in
-every composition (and stacks), in float64 and float32 (:mod:`icl_verify.verify` runs them);
+every composition (and stacks), and on tiny real architectures (by default a subset in which
+every architecture tag occurs; ``--all-architectures`` for every one), in float64 and float32
+(:mod:`icl_verify.verify` runs them);
 prints the worst case per claim and every failure, optionally writes every row as JSON."""
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from . import non_negative_int, positive_int, show_progress
 from ..adapters import list_architectures
 from ..blocks import list_compositions
 from ..layers import list_layers
-from ..verify import ARCHITECTURE, DTYPES, Row, InstanceSizes, run_verify
+from ..verify import ARCHITECTURE, DTYPES, Row, InstanceSizes, covering_architectures, run_verify
 
 #: largest ``--d`` / ``--context`` / ``--batch`` / ``--depth``: the checks form dense ``d x d``
 #: Jacobians per entry, so larger instances run for hours rather than seconds
@@ -44,12 +46,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dtypes (repeatable; default float64 and float32)")
     p.add_argument("--json", metavar="PATH", help="also write every row as JSON")
     p.add_argument("--full", action="store_true", help="print every row, not only failures")
-    p.add_argument("--threads", type=non_negative_int, default=0,
-                   help="torch threads (default 0: torch's choice)")
+    p.add_argument("--threads", type=non_negative_int, default=1,
+                   help="torch threads (default 1: the instances are tiny, and more threads than free "
+                        "cores spin instead of working; 0: torch's choice)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (also off with TQDM_DISABLE=1 or when stderr is not a terminal)")
     p.add_argument("--no-architectures", action="store_true",
                    help="skip the tiny real architectures (transformers adapters)")
+    p.add_argument("--all-architectures", action="store_true",
+                   help="check every registered architecture; without it and without --layer, a subset "
+                        "in which every architecture tag occurs (the layouts the adapters know)")
     p.set_defaults(run=main, parser=p)
 
 
@@ -64,6 +70,8 @@ def _selection(args: argparse.Namespace) -> tuple[list[str], list[str], list[str
     """``(layers, compositions, architectures)`` chosen by ``--layer`` and ``--composition``;
     ``parser.error`` on a pattern that matches nothing."""
     error = args.parser.error
+    if args.no_architectures and args.all_architectures:
+        error("--no-architectures and --all-architectures exclude each other")
     all_compositions = list_compositions() + [ARCHITECTURE]
     everything = list(dict.fromkeys(list_layers() + list_architectures()))  # no architectures without transformers
     for pattern in args.composition or ():
@@ -78,6 +86,8 @@ def _selection(args: argparse.Namespace) -> tuple[list[str], list[str], list[str
     layers = _select(list_layers(), args.layer) if len(compositions) > (ARCHITECTURE in compositions) else []
     archs = [] if args.no_architectures or ARCHITECTURE not in compositions else \
         _select(list_architectures(), args.layer)
+    if archs and not args.layer and not args.all_architectures:
+        archs = covering_architectures(archs)
     if not layers and not archs:
         error(f"nothing matches --layer {' '.join(args.layer or ['*'])} --composition "
               f"{' '.join(args.composition or ['*'])}"
