@@ -114,7 +114,7 @@ def test_jacobian_overflow_is_a_typed_error():
 def test_verify_runs_in_low_precision_and_reports_terms():
     """``icl-verify verify --dtype bfloat16 --dtype float16``: every claim passes on a block and its
     stack, and the identity rows carry the tolerance's terms."""
-    from icl_verify.verify import InstanceSizes, run_verify
+    from icl_verify.sweep import InstanceSizes, run_verify
 
     rows = run_verify(["gru"], ["pre_ln"], ["bfloat16", "float16"], InstanceSizes(), progress=False)
     assert rows and all(r.passed for r in rows)

@@ -65,7 +65,7 @@ def test_the_default_architectures_cover_every_tag():
     every registered architecture occurs; a cover that dropped one architecture would lose a tag."""
     pytest.importorskip("transformers", reason="real architectures need pip install '.[models]'")
     from icl_verify.adapters import get_architecture, list_architectures
-    from icl_verify.verify import covering_architectures
+    from icl_verify.sweep import covering_architectures
 
     tags = lambda names: set().union(*(get_architecture(n).tags for n in names))  # noqa: E731
     chosen = covering_architectures()
@@ -82,7 +82,7 @@ def test_verify_architecture_selection(monkeypatch, flags, expected):
     pytest.importorskip("transformers", reason="real architectures need pip install '.[models]'")
     from icl_verify.adapters import list_architectures
     from icl_verify.commands import verify as command
-    from icl_verify.verify import covering_architectures
+    from icl_verify.sweep import covering_architectures
 
     seen = []
 

@@ -2,7 +2,7 @@
 
 Trains the in-context regression models (or reloads them from ``DIR/checkpoints`` when trained
 with the same configuration), draws the papers' figures and writes PNG + CSV + JSON per figure
-and ``summary.json`` into ``DIR`` (:mod:`icl_verify.experiments.reproduce`).
+and ``summary.json`` into ``DIR`` (:mod:`icl_verify.experiments.reproduction`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import non_negative_int, positive_float, positive_int, show_progress
-from ..experiments.reproduce import FIGURES, QUICK, ReproductionSizes, reproduce
+from ..experiments.reproduction import FIGURES, QUICK, ReproductionSizes, reproduce
 
 #: fewest context examples: Fig 2 fits a slope to the increments ``i = 1..n-1`` (two points at least)
 MIN_EXAMPLES = 3

@@ -1,7 +1,7 @@
 """``icl-verify verify``: every claim on seeded random instances of every registered layer in
 every composition (and stacks), and on tiny real architectures (by default a subset in which
 every architecture tag occurs; ``--all-architectures`` for every one), in float64 and float32
-(:mod:`icl_verify.verify` runs them);
+(:mod:`icl_verify.sweep` runs them);
 prints the worst case per claim and every failure, optionally writes every row as JSON."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from . import non_negative_int, positive_int, show_progress
 from ..adapters import list_architectures
 from ..blocks import list_compositions
 from ..layers import list_layers
-from ..verify import ARCHITECTURE, DTYPES, Row, InstanceSizes, covering_architectures, run_verify
+from ..sweep import ARCHITECTURE, DTYPES, Row, InstanceSizes, covering_architectures, run_verify
 
 #: largest ``--d`` / ``--context`` / ``--batch`` / ``--depth``: the checks form dense ``d x d``
 #: Jacobians per entry, so larger instances run for hours rather than seconds
