@@ -1,7 +1,8 @@
 """The documentation stands on its own: every "docs/theory.md §N" reference in the repository's
 Python and Markdown files names a numbered section of ``docs/theory.md``; nothing refers to files
 outside the repository or to internal issue numbers; ``mkdocs build --strict`` succeeds (a broken
-link, anchor or API reference fails it)."""
+link, anchor or API reference fails it); the README is a short entry point whose Python examples
+run and whose test command is the one continuous integration runs."""
 from __future__ import annotations
 
 import re
@@ -22,6 +23,12 @@ OLD_REFERENCE = re.compile(r"DESIGN\s*(?:§|table)")
 #: paths outside the repository (spelled in pieces so that this file does not match itself)
 OUTSIDE = ("../" + "shared", "/work/" + "shared", "DESIGN" + ".md")
 ISSUE_NUMBER = re.compile(r"\bissue\s+#?\d+", re.IGNORECASE)
+
+README = ROOT / "README.md"
+#: the README's size limits: an entry point, not a manual
+README_CHARS, README_LINE = 8000, 400
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+BASH_BLOCK = re.compile(r"^```bash\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 SKIP_DIRS = {".git", ".venv", ".asv", ".hypothesis", ".pytest_cache", "site", "build", "dist",
              "__pycache__", "vendor"}
@@ -139,3 +146,48 @@ def test_mkdocs_build_strict(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
     assert (tmp_path / "site" / "theory" / "index.html").is_file()
+
+
+def oversized(readme: str) -> list[str]:
+    """What makes ``readme`` too long: its length over ``README_CHARS``, lines over ``README_LINE``."""
+    bad = [f"{len(readme)} characters (at most {README_CHARS})"] if len(readme) > README_CHARS else []
+    return bad + [f"line {i}: {len(line)} characters (at most {README_LINE})"
+                  for i, line in enumerate(readme.splitlines(), 1) if len(line) > README_LINE]
+
+
+def test_readme_is_short():
+    bad = oversized(README.read_text(encoding="utf-8"))
+    assert not bad, "README.md is an entry point; move detail to docs/:\n" + "\n".join(bad)
+
+
+def test_size_check_catches_a_long_readme():
+    assert oversized("x" * (README_CHARS + 1)) and oversized("short\n" + "y" * (README_LINE + 1))
+    assert not oversized("x" * README_LINE + "\n")
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter (a registered layer stays out of this process's registry)."""
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_readme_python_examples_run():
+    """Every Python block of the README runs as written; the failed-claim example prints a pass
+    and a FAIL, the layer-registration example a pass."""
+    blocks = PYTHON_BLOCK.findall(README.read_text(encoding="utf-8"))
+    assert len(blocks) >= 2, "the README shows how to read a failed claim and how to register a layer"
+    outputs = []
+    for code in blocks:
+        result = run_python(code)
+        assert result.returncode == 0, f"README example failed:\n{code}\n{result.stderr}"
+        outputs.append(result.stdout)
+    assert any("(pass)" in out and "(FAIL)" in out for out in outputs), outputs
+    assert "register_layer" in blocks[-1] and "(pass)" in outputs[-1], outputs[-1]
+
+
+def test_readme_test_command_is_what_ci_runs():
+    """The README's test command, in its own block, is the command ``.ci/run`` runs."""
+    commands = [b.strip() for b in BASH_BLOCK.findall(README.read_text(encoding="utf-8"))]
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.startswith("pip install")]
+    assert ci and ci[0] in commands, f"the CI command {ci} is not a code block of README.md"
