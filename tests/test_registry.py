@@ -30,3 +30,22 @@ def test_wildcards_and_removal():
     r.remove("beta")
     with pytest.raises(UnknownNameError, match="registered: alpha, alps"):
         r.remove("beta")
+
+
+def test_layer_origin_marks_the_builtin_layers():
+    """Every layer of the package is built-in (origin under ``icl_verify.``); one registered here
+    is not, and ``list_layers(builtin=...)`` splits the two."""
+    from torch import nn
+
+    from icl_verify.layers import get_layer, list_layers, register_layer, unregister_layer
+
+    builtin = list_layers(builtin=True)
+    assert builtin and all(get_layer(n).origin.startswith("icl_verify.layers.") for n in builtin)
+    register_layer("foreign_pointwise", lambda d, *, heads: nn.Linear(d, d))
+    try:
+        assert get_layer("foreign_pointwise").origin == __name__
+        assert list_layers(builtin=False) == ["foreign_pointwise"]
+        assert list_layers(builtin=True) == builtin
+        assert "foreign_pointwise" in list_layers()
+    finally:
+        unregister_layer("foreign_pointwise")
