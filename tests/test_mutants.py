@@ -16,9 +16,9 @@ from icl_verify.layers import unregister_layer
 from icl_verify.blocks import Decomposition
 from icl_verify.errors import InconsistentEvaluationError
 from icl_verify.strategies import BlockSpec, Case, ContextSpec
-from properties import (test_compositions, test_fast_path, test_rank_bypass, test_sgd, test_telescoping,
+from icl_verify.properties import (test_compositions, test_fast_path, test_rank_bypass, test_sgd, test_telescoping,
                         test_theorem)
-from properties._support import not_recorded
+from icl_verify.properties._support import not_recorded
 
 QUICK = settings(max_examples=25, database=None, derandomize=True, deadline=None,
                  phases=(Phase.explicit, Phase.generate), report_multiple_bugs=False,

@@ -17,7 +17,7 @@ from hypothesis import given, strategies as st
 
 from icl_verify import fast
 from icl_verify.strategies import cases, stack_cases
-from properties._support import applicable, layers, verdict
+from icl_verify.properties._support import applicable, layers, verdict
 
 
 @pytest.mark.parametrize("layer", layers(fast_path=True))
