@@ -49,3 +49,27 @@ def test_layer_origin_marks_the_builtin_layers():
         assert sorted(builtin + list_layers(builtin=False)) == list_layers()
     finally:
         unregister_layer("foreign_pointwise")
+
+
+def test_registered_dtypes_restrict_the_drawn_blocks():
+    """A layer registered with ``dtypes`` gets blocks in those dtypes only, from every strategy."""
+    import torch
+    from hypothesis import given, settings
+    from torch import nn
+
+    from icl_verify.layers import register_layer, unregister_layer
+    from icl_verify.strategies import blocks, dtypes
+
+    register_layer("wide_only", lambda d, *, heads: nn.Linear(d, d), dtypes=(torch.float32, torch.float64))
+    drawn = set()
+
+    @settings(max_examples=40, database=None, derandomize=True)
+    @given(spec=blocks("wide_only"), other=dtypes("wide_only"))
+    def draw(spec, other):
+        drawn.update((spec.dtype, other))
+
+    try:
+        draw()
+    finally:
+        unregister_layer("wide_only")
+    assert drawn == {torch.float32, torch.float64}

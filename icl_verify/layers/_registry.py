@@ -44,6 +44,8 @@ class LayerInfo:
             such guarantee (the suite must find an instance whose increments grow); ``None``
             when it is unknown (neither is asserted).
         tags: free labels (``"attention"``, ``"recurrent"``, ``"user"``, ...).
+        dtypes: the parameter dtypes the module supports, or ``None`` for every dtype the
+            strategies draw (:data:`icl_verify.strategies.DTYPES`); generators draw only these.
         origin: the module that defined the factory (``factory.__module__``); the layers of
             this package have origins under ``icl_verify.`` (:attr:`builtin`).
     """
@@ -55,6 +57,7 @@ class LayerInfo:
     dims: tuple[int, int] = (2, 32)
     vanishing_increments: bool | None = False
     tags: tuple[str, ...] = ()
+    dtypes: tuple[torch.dtype, ...] | None = None
     origin: str = ""
 
     @property
@@ -115,6 +118,7 @@ def register_layer(
     dims: tuple[int, int] = (2, 32),
     vanishing_increments: bool | None = False,
     tags: tuple[str, ...] = (),
+    dtypes: tuple[torch.dtype, ...] | None = None,
     replace: bool = False,
 ):
     """Register a layer factory under ``name``; usable as a decorator or a plain call.
@@ -133,6 +137,7 @@ def register_layer(
             dims=tuple(dims),
             vanishing_increments=vanishing_increments,
             tags=tuple(tags),
+            dtypes=None if dtypes is None else tuple(dtypes),
             origin=getattr(fn, "__module__", None) or "",
         ), replace=replace)
         return fn
