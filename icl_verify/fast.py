@@ -34,7 +34,7 @@ from . import tolerance as tol
 from .blocks import ContextualBlock, Decomposition, Stack
 from .claims import Check
 from .dynamics import check_prefix_inputs, prefix_targets, prefix_updates
-from .errors import ICLVerifyError, NonFiniteError
+from .errors import ICLVerifyError, NonFiniteError, ShapeError
 from .random_rounding import rounding_samples
 from .updates import (ImplicitUpdate, general_update, grad_only_if_inputs_ask, position_updates,
                       query_alone, single_token)
@@ -232,6 +232,9 @@ def position_agreement(block: ContextualBlock, x: torch.Tensor, reference: str =
     """Every position of ``x`` ``(B, T, d)``, ``T >= 2``, through the fast path (each copy a
     distinct token after its own prefix, :func:`_fast_positions`) against
     :func:`~icl_verify.updates.position_updates`; entries ``(B, T)``."""
+    if x.shape[1] < 2:
+        raise ShapeError(f"every position through the fast path needs a sequence of at least two tokens, "
+                         f"got {x.shape[1]}")
     return _agreement("fast[positions]",
                       lambda y: [_fast_positions(block, y, reference)],
                       lambda y: [position_updates(block, y, reference=reference)], x)

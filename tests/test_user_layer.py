@@ -107,22 +107,27 @@ def test_builtin_tests_hold_with_a_user_layer_registered(tmp_path):
 
 
 def install(tmp_path: Path) -> Path:
-    """A non-editable install of this checkout's package into ``tmp_path / "site"`` (no
-    dependencies, no index: the running interpreter provides them and the build backend)."""
+    """A non-editable install of this checkout's package into ``tmp_path / "site"``, without its
+    dependencies (the running interpreter provides them): built by the environment's setuptools
+    where it can build wheels (offline), else in an isolated build environment from the index;
+    skipped when neither is possible."""
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src)
     shutil.copytree(ROOT / "icl_verify", src / "icl_verify", ignore=shutil.ignore_patterns("__pycache__"))
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                    "--no-build-isolation", "--target", str(site), str(src)],
-                   check=True, capture_output=True, timeout=300)
-    return site
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(src)]
+    for extra in (["--no-index", "--no-build-isolation"], []):
+        proc = subprocess.run(pip + extra, capture_output=True, text=True, timeout=300)
+        if proc.returncode == 0:
+            return site
+    if re.search(r"No matching distribution|Could not find a version|NewConnectionError", proc.stderr):
+        pytest.skip("no setuptools able to build wheels here, and no package index to fetch one")
+    raise AssertionError(proc.stderr[-3000:])
 
 
-@pytest.mark.skipif(not (importlib.util.find_spec("pip") and importlib.util.find_spec("setuptools")),
-                    reason="installing the package needs pip and setuptools")
+@pytest.mark.skipif(not importlib.util.find_spec("pip"), reason="installing the package needs pip")
 def test_installed_suite_runs_on_a_user_layer_from_any_folder(tmp_path):
     """The documented command (two of its modules), from a folder holding only the user's module,
     against an installed copy of the package: the properties pass on the layer, and the fast-path
@@ -142,5 +147,4 @@ def test_installed_suite_runs_on_a_user_layer_from_any_folder(tmp_path):
     assert "fast[prefixes]" in out.split("worst error / tolerance")[-1]
     (work / "my_layers.py").write_text(WRONG_STEP)
     out = pytest_run(work, [site, work], *args, ok=False)
-    failed = set(re.findall(r"FAILED \S*?(test_\w+\.py)::(\w+)", out))
-    assert failed == {("test_fast_path.py", "test_fast_prefix_updates")}, out[-3000:]
+    assert set(re.findall(r"FAILED \S*::(\w+)\[", out)) == {"test_fast_prefix_updates"}, out[-3000:]

@@ -2,7 +2,8 @@
 reports a :class:`~icl_verify.claims.Check` to Hypothesis and to the ratio report.
 
 The ratio report keeps, per (claim, layer), the worst ``error / tolerance`` seen in this process;
-``properties/conftest.py`` gathers it from every xdist worker and prints it with ``--report``.
+:mod:`icl_verify.properties.plugin` gathers it from every xdist worker and prints it with
+``--report``.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def layers(*, vanishing: bool | None = None, fast_path: bool | None = None) -> l
 
 
 def _has_fast_path(name: str) -> bool:
+    """Whether a small instance of layer ``name`` has ``states`` and ``step``."""
     info = get_layer(name)
     heads = info.heads[0]
     return has_fast_path(build_block(name, "none", info.valid_dims(heads)[0], heads=heads))
