@@ -64,6 +64,13 @@ def step_without_decay(self, cache, x):
     return self._read(q, cache + k[..., :, None] * v[..., None, :])
 
 
+def step_reading_first_copy(self, cache, x):
+    """The fast path's step answering every copy with the first one: identical copies (prefix
+    dynamics) cannot tell, distinct ones (every position) can."""
+    q, k, v, a = self._parts(x[:, :1].expand_as(x))
+    return self._read(q, a[..., :, None] * cache + k[..., :, None] * v[..., None, :])
+
+
 @pytest.fixture(scope="module", autouse=True)
 def user_layer():
     """``gated_linear_attention`` registered for this module's tests only."""
@@ -159,6 +166,8 @@ MUTANTS = {
     "step_without_decay_positions": (lambda mp: mp.setattr(GatedLinearAttention, "step", step_without_decay),
                                      test_fast_path.test_fast_position_updates,
                                      dict(layer="gated_linear_attention")),
+    "step_reading_first_copy": (lambda mp: mp.setattr(GatedLinearAttention, "step", step_reading_first_copy),
+                                test_fast_path.test_fast_position_updates, dict(layer="gated_linear_attention")),
 }
 
 
