@@ -14,20 +14,34 @@ decoding:
 A block has the fast path when it calls its ``layer`` attribute once per ``decompose`` on the
 sequence of layer inputs and that layer has both methods (:func:`has_fast_path`); every other
 block falls back to one forward pass per prefix, with the same result.
+
+"The same result" is itself a claim, checked by :func:`prefix_agreement`,
+:func:`position_agreement` and :func:`stack_agreement` (the property suite runs them on every
+registered layer with a fast path): the fast and the generic updates differ by no more than
+``TAIL`` standard deviations of the two computations' rounding, estimated by Monte Carlo
+arithmetic (:mod:`icl_verify.random_rounding`), since the error model bounds the rounding of an
+identity, not that of two evaluations of a layer by different kernels.
 """
 from __future__ import annotations
 
 import copy
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
+from . import tolerance as tol
 from .blocks import ContextualBlock, Decomposition, Stack
+from .claims import Check
 from .dynamics import check_prefix_inputs, prefix_targets, prefix_updates
-from .errors import ICLVerifyError
-from .updates import ImplicitUpdate, general_update, grad_only_if_inputs_ask, query_alone, single_token
+from .errors import ICLVerifyError, NonFiniteError, ShapeError
+from .random_rounding import rounding_samples
+from .updates import (ImplicitUpdate, general_update, grad_only_if_inputs_ask, position_updates,
+                      query_alone, single_token)
+from .validation import check_finite
 
-__all__ = ["has_fast_path", "fast_prefix_updates", "stack_prefix_updates"]
+__all__ = ["has_fast_path", "fast_prefix_updates", "stack_prefix_updates", "prefix_agreement",
+           "position_agreement", "stack_agreement"]
 
 
 def has_fast_path(block: nn.Module) -> bool:
@@ -146,3 +160,91 @@ def stack_prefix_updates(stack: Stack, context: torch.Tensor, query: torch.Tenso
             copies = block.output(block.pre_activations(target.z), target.s)
             x = x_next
     return updates
+
+
+def _fast_positions(block: ContextualBlock, x: torch.Tensor, reference: str) -> ImplicitUpdate:
+    """:func:`~icl_verify.updates.position_updates` of ``x`` ``(B, T, d)``, ``T >= 2``, through the
+    fast path: one causal pass over ``x_1..x_{T-1}``, then one batched step whose copy ``t`` is
+    ``x_{t+1}`` itself (distinct copies, each after its own prefix); leading dims ``(B, T)``."""
+    _, cache = _context_states(block, x[:, :-1], output=False)
+    target = _fast_copies(block, cache, x)
+    ref = single_token(block, x) if reference == "token" else query_alone(block, x[:, -1], target)
+    return _update(block, target, ref, None)
+
+
+AGREEMENT_SAMPLES = 8
+"""Monte Carlo arithmetic draws per side of a fast/generic comparison."""
+
+Factors = Callable[[torch.Tensor], Sequence[ImplicitUpdate]]
+
+
+def _factors(fn: Factors) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    """``fn`` on a sequence ``(*E, T, d)`` with any leading dims ``E``: every factor of every
+    update it returns (``left_k``, ``right``, ``shift``), each ``(*E, P, p)``."""
+    def run(x: torch.Tensor) -> list[torch.Tensor]:
+        lead = x.shape[:-2]
+        out = []
+        for upd in fn(x.reshape(-1, *x.shape[-2:])):
+            for t in (*upd.left, upd.right, upd.shift):
+                if t is not None:
+                    out.append(t.reshape(*lead, *t.shape[1:]))
+        return out
+    return run
+
+
+def _rounding_variance(fn, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """``E ||e||^2`` per entry ``(B, P)`` over every factor, ``e`` the rounding of ``fn``'s
+    factors at ``x`` (:data:`AGREEMENT_SAMPLES` draws of Monte Carlo arithmetic)."""
+    draws = rounding_samples(fn, x, AGREEMENT_SAMPLES, seed=seed)
+    var = sum(tol.wide(d).square().flatten(3).sum(-1) for d in draws).mean(0)
+    if not torch.isfinite(var).all():
+        raise NonFiniteError("the rounding of the fast or the generic updates is not finite here")
+    return var
+
+
+def _agreement(claim: str, fast: Factors, generic: Factors, x: torch.Tensor) -> Check:
+    """``fast(x) == generic(x)`` within ``TAIL sqrt(V_fast + V_generic)`` per entry: ``x`` the
+    sequence ``(B, T, d)``, each side a list of updates whose leading dims ``(B, P)`` are the
+    entries, ``V`` each side's rounding variance (the two roundings are independent)."""
+    f, g = _factors(fast), _factors(generic)
+    with torch.no_grad():
+        a, b = f(x), g(x)
+    for side, ts in (("fast", a), ("generic", b)):
+        for t in ts:
+            check_finite(t, f"{claim}: a factor of the {side} updates (an overflow in {t.dtype}?)")
+    flat = lambda ts: [tol.wide(t).flatten(2) for t in ts]  # noqa: E731  each (B, P, p)
+    err = tol.entry_norm(*(u - v for u, v in zip(flat(a), flat(b), strict=True)), entry_dims=2)
+    bound = tol.TAIL * (_rounding_variance(f, x, 0) + _rounding_variance(g, x, 1)).sqrt()
+    return Check(claim, err, bound, tol.entry_norm(*flat(b), entry_dims=2))
+
+
+def prefix_agreement(block: ContextualBlock, context: torch.Tensor, query: torch.Tensor) -> Check:
+    """:func:`fast_prefix_updates` against :func:`~icl_verify.dynamics.prefix_updates`: ``context``
+    ``(B, n, d)``, ``n >= 1``, ``query`` ``(B, d)``; entries ``(B, n+1)`` (one per prefix)."""
+    split = lambda x: (x[:, :-1], x[:, -1])  # noqa: E731
+    return _agreement("fast[prefixes]",
+                      lambda x: [fast_prefix_updates(block, *split(x))],
+                      lambda x: [prefix_updates(block, *split(x))],
+                      torch.cat([context, query[:, None]], dim=1))
+
+
+def position_agreement(block: ContextualBlock, x: torch.Tensor, reference: str = "token") -> Check:
+    """Every position of ``x`` ``(B, T, d)``, ``T >= 2``, through the fast path (each copy a
+    distinct token after its own prefix, :func:`_fast_positions`) against
+    :func:`~icl_verify.updates.position_updates`; entries ``(B, T)``."""
+    if x.shape[1] < 2:
+        raise ShapeError(f"every position through the fast path needs a sequence of at least two tokens, "
+                         f"got {x.shape[1]}")
+    return _agreement("fast[positions]",
+                      lambda y: [_fast_positions(block, y, reference)],
+                      lambda y: [position_updates(block, y, reference=reference)], x)
+
+
+def stack_agreement(stack: Stack, context: torch.Tensor, query: torch.Tensor) -> Check:
+    """:func:`stack_prefix_updates` fast against generic (``fast=False``); entries ``(B, n+1)``,
+    every block's factors together."""
+    split = lambda x: (x[:, :-1], x[:, -1])  # noqa: E731
+    return _agreement("fast[stack]",
+                      lambda x: stack_prefix_updates(stack, *split(x)),
+                      lambda x: stack_prefix_updates(stack, *split(x), fast=False),
+                      torch.cat([context, query[:, None]], dim=1))

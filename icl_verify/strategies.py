@@ -213,9 +213,12 @@ def compositions() -> SearchStrategy[str]:
     return st.sampled_from(list_compositions())
 
 
-def dtypes() -> SearchStrategy[torch.dtype]:
-    """Any of :data:`DTYPES` (float64 first, so shrinking prefers it)."""
-    return st.sampled_from(DTYPES)
+def dtypes(allowed: Any = None) -> SearchStrategy[torch.dtype]:
+    """Any of :data:`DTYPES` (float64 first, so shrinking prefers it); with ``allowed`` (a
+    sequence of dtypes, or a layer name whose registered ``dtypes`` restrict it) only those."""
+    if isinstance(allowed, str):
+        allowed = get_layer(allowed).dtypes
+    return st.sampled_from([t for t in DTYPES if allowed is None or t in allowed])
 
 
 def scales() -> SearchStrategy[float]:
@@ -228,7 +231,8 @@ def blocks(draw, layer: Any = None, *, composition: Any = None, dtype: Any = Non
            scale: Any = None, max_d: int = MAX_D, seed: Any = None) -> BlockSpec:
     """A :class:`BlockSpec`: the layer's heads, a width ``d`` valid for them (at most ``max_d``
     when the layer allows one), a network width in ``[max(2, d // 2), 2 d]``, an activation,
-    an initialisation scale, a seed and a dtype."""
+    an initialisation scale, a seed and a dtype (one of the layer's ``dtypes`` when it
+    registered some; a drawn ``dtype`` outside them is rejected)."""
     name = draw(_strategy(layer, layer_names()))
     info = get_layer(name)
     heads = draw(st.sampled_from(info.heads))
@@ -246,7 +250,8 @@ def blocks(draw, layer: Any = None, *, composition: Any = None, dtype: Any = Non
         act=draw(st.sampled_from(ACTIVATIONS)),
         scale=draw(_strategy(scale, scales())),
         seed=draw(_strategy(seed, st.integers(0, 2**16))),
-        dtype=draw(_strategy(dtype, dtypes())),
+        dtype=draw(_strategy(dtype, dtypes(info.dtypes)).filter(
+            lambda t: info.dtypes is None or t in info.dtypes)),
     )
 
 

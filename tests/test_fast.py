@@ -51,13 +51,13 @@ def assert_same_update(fast, generic, **kw):
 
 
 def test_every_builtin_layer_has_a_fast_path():
-    for name in list_layers():
+    for name in list_layers(builtin=True):
         d, heads = width(name)
         assert has_fast_path(build_block(name, "pre_ln", d, heads=heads)), name
 
 
 @pytest.mark.parametrize("composition", list_compositions())
-@pytest.mark.parametrize("name", list_layers())
+@pytest.mark.parametrize("name", list_layers(builtin=True))
 def test_fast_prefix_updates_equal_generic(name, composition):
     d, heads = width(name)
     block = build_block(name, composition, d, heads=heads, seed=3)
@@ -79,7 +79,7 @@ def test_fast_prefix_updates_float32():
 
 
 @pytest.mark.parametrize("composition", ["pre_ln", "post_ln"])
-@pytest.mark.parametrize("name", list_layers())
+@pytest.mark.parametrize("name", list_layers(builtin=True))
 def test_stack_prefix_updates_equal_generic(name, composition):
     d, heads = width(name)
     stack = build_stack(name, composition, d, 3, heads=heads, seed=5)

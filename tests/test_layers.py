@@ -14,7 +14,7 @@ T = 7
 
 def cases() -> list[tuple[str, int]]:
     """Every (layer name, head count) pair in the registry."""
-    return [(name, h) for name in list_layers() for h in get_layer(name).heads]
+    return [(name, h) for name in list_layers(builtin=True) for h in get_layer(name).heads]
 
 
 def pick_dim(name: str, heads: int) -> int:
@@ -103,7 +103,7 @@ def test_deterministic_under_seed(name, heads):
 def test_build_leaves_global_rng_alone():
     torch.manual_seed(0)
     before = torch.random.get_rng_state()
-    for name in list_layers():
+    for name in list_layers(builtin=True):
         info = get_layer(name)
         build(name, info.heads[0], pick_dim(name, info.heads[0]))
     assert torch.equal(torch.random.get_rng_state(), before)

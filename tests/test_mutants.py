@@ -1,24 +1,82 @@
 """The property suite catches wrong implementations: each mutant swaps in plausibly wrong update
-code, and the property that should notice is run on it (a few derandomised examples, no
-shrinking) and must fail with an assertion; the same run on the real code passes (control)."""
+code (or a user layer's wrong fast path), and the property that should notice is run on it (a few
+derandomised examples, no shrinking) and must fail with an assertion; the same run on the real
+code passes (control)."""
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
 import torch
+from torch import nn
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-from icl_verify import blocks, claims, dynamics, updates
+from icl_verify import blocks, claims, dynamics, register_layer, updates
+from icl_verify.layers import unregister_layer
 from icl_verify.blocks import Decomposition
 from icl_verify.errors import InconsistentEvaluationError
 from icl_verify.strategies import BlockSpec, Case, ContextSpec
-from properties import test_compositions, test_rank_bypass, test_sgd, test_telescoping, test_theorem
-from properties._support import not_recorded
+from icl_verify.properties import (test_compositions, test_fast_path, test_rank_bypass, test_sgd, test_telescoping,
+                        test_theorem)
+from icl_verify.properties._support import not_recorded
 
 QUICK = settings(max_examples=25, database=None, derandomize=True, deadline=None,
                  phases=(Phase.explicit, Phase.generate), report_multiple_bugs=False,
                  suppress_health_check=list(HealthCheck))
+
+
+class GatedLinearAttention(nn.Module):
+    """A user's layer with a fast path: ``S_t = diag(a_t) S_{t-1} + k_t v_t^T``, ``y_t = W_o S_t^T
+    q_t`` with ``a_t = sigmoid(W_a x_t)``: ``(B, T, d) -> (B, T, d)``."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.qkv, self.gate, self.out = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d), nn.Linear(d, d)
+
+    def _parts(self, x):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        return q, k, v, torch.sigmoid(self.gate(x))
+
+    def _read(self, q, s):
+        return self.out((q[..., :, None] * s).sum(-2))
+
+    def states(self, x, *, output=True):
+        """``S_0..S_n`` ``(B, n+1, d, d)`` and, when asked, the outputs ``(B, n, d)``."""
+        q, k, v, a = self._parts(x)
+        s = [x.new_zeros(x.shape[0], x.shape[-1], x.shape[-1])]
+        for t in range(x.shape[1]):
+            s.append(a[:, t, :, None] * s[-1] + k[:, t, :, None] * v[:, t, None, :])
+        s = torch.stack(s, dim=1)
+        return (self._read(q, s[:, 1:]) if output else None), s
+
+    def forward(self, x):
+        return self.states(x)[0]
+
+    def step(self, cache, x):
+        """Copy ``i`` of ``x`` ``(B, n+1, d)`` after ``S_i``: one more recurrence step, read."""
+        q, k, v, a = self._parts(x)
+        return self._read(q, a[..., :, None] * cache + k[..., :, None] * v[..., None, :])
+
+
+def step_without_decay(self, cache, x):
+    """The fast path's step with the decay dropped (``forward`` untouched)."""
+    q, k, v, _ = self._parts(x)
+    return self._read(q, cache + k[..., :, None] * v[..., None, :])
+
+
+def step_reading_first_copy(self, cache, x):
+    """The fast path's step answering every copy with the first one: identical copies (prefix
+    dynamics) cannot tell, distinct ones (every position) can."""
+    q, k, v, a = self._parts(x[:, :1].expand_as(x))
+    return self._read(q, a[..., :, None] * cache + k[..., :, None] * v[..., None, :])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def user_layer():
+    """``gated_linear_attention`` registered for this module's tests only."""
+    register_layer("gated_linear_attention", lambda d, *, heads: GatedLinearAttention(d), dims=(2, 8))
+    yield
+    unregister_layer("gated_linear_attention")
 
 
 def run(prop, **params) -> None:
@@ -103,6 +161,13 @@ MUTANTS = {
     "missing_layernorm": (lambda mp: mp.setattr(blocks.Block, "decompose", without_second_norm(blocks.Block.decompose)),
                           test_compositions.test_forward_matches_design_table,
                           dict(layer="griffin_recurrent", composition="pre_ln")),
+    "step_without_decay": (lambda mp: mp.setattr(GatedLinearAttention, "step", step_without_decay),
+                           test_fast_path.test_fast_prefix_updates, dict(layer="gated_linear_attention")),
+    "step_without_decay_positions": (lambda mp: mp.setattr(GatedLinearAttention, "step", step_without_decay),
+                                     test_fast_path.test_fast_position_updates,
+                                     dict(layer="gated_linear_attention")),
+    "step_reading_first_copy": (lambda mp: mp.setattr(GatedLinearAttention, "step", step_reading_first_copy),
+                                test_fast_path.test_fast_position_updates, dict(layer="gated_linear_attention")),
 }
 
 

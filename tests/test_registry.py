@@ -30,3 +30,46 @@ def test_wildcards_and_removal():
     r.remove("beta")
     with pytest.raises(UnknownNameError, match="registered: alpha, alps"):
         r.remove("beta")
+
+
+def test_layer_origin_marks_the_builtin_layers():
+    """Every layer of the package is built-in (origin under ``icl_verify.``); one registered here
+    is not, and ``list_layers(builtin=...)`` splits the two."""
+    from torch import nn
+
+    from icl_verify.layers import get_layer, list_layers, register_layer, unregister_layer
+
+    builtin = list_layers(builtin=True)
+    assert builtin and all(get_layer(n).origin.startswith("icl_verify.layers.") for n in builtin)
+    register_layer("foreign_pointwise", lambda d, *, heads: nn.Linear(d, d))
+    try:
+        assert get_layer("foreign_pointwise").origin == __name__
+        assert "foreign_pointwise" in list_layers(builtin=False) and "foreign_pointwise" in list_layers()
+        assert list_layers(builtin=True) == builtin
+        assert sorted(builtin + list_layers(builtin=False)) == list_layers()
+    finally:
+        unregister_layer("foreign_pointwise")
+
+
+def test_registered_dtypes_restrict_the_drawn_blocks():
+    """A layer registered with ``dtypes`` gets blocks in those dtypes only, from every strategy."""
+    import torch
+    from hypothesis import given, settings
+    from torch import nn
+
+    from icl_verify.layers import register_layer, unregister_layer
+    from icl_verify.strategies import blocks, dtypes
+
+    register_layer("wide_only", lambda d, *, heads: nn.Linear(d, d), dtypes=(torch.float32, torch.float64))
+    drawn = set()
+
+    @settings(max_examples=40, database=None, derandomize=True)
+    @given(spec=blocks("wide_only"), other=dtypes("wide_only"))
+    def draw(spec, other):
+        drawn.update((spec.dtype, other))
+
+    try:
+        draw()
+    finally:
+        unregister_layer("wide_only")
+    assert drawn == {torch.float32, torch.float64}

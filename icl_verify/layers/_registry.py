@@ -25,6 +25,9 @@ from ..registry import Registry
 
 LayerFactory = Callable[..., nn.Module]
 
+BUILTIN_ORIGIN = "icl_verify."
+"""Prefix of the :attr:`LayerInfo.origin` of every layer this package defines."""
+
 
 @dataclass(frozen=True)
 class LayerInfo:
@@ -41,6 +44,10 @@ class LayerInfo:
             such guarantee (the suite must find an instance whose increments grow); ``None``
             when it is unknown (neither is asserted).
         tags: free labels (``"attention"``, ``"recurrent"``, ``"user"``, ...).
+        dtypes: the parameter dtypes the module supports, or ``None`` for every dtype the
+            strategies draw (:data:`icl_verify.strategies.DTYPES`); generators draw only these.
+        origin: the module that defined the factory (``factory.__module__``); the layers of
+            this package have origins under ``icl_verify.`` (:attr:`builtin`).
     """
 
     name: str
@@ -50,6 +57,13 @@ class LayerInfo:
     dims: tuple[int, int] = (2, 32)
     vanishing_increments: bool | None = False
     tags: tuple[str, ...] = ()
+    dtypes: tuple[torch.dtype, ...] | None = None
+    origin: str = ""
+
+    @property
+    def builtin(self) -> bool:
+        """Whether this package defines the layer (its own tests check exactly these)."""
+        return self.origin.startswith(BUILTIN_ORIGIN)
 
     def valid_dims(self, heads: int) -> list[int]:
         """Every width in ``dims`` allowed with ``heads`` heads."""
@@ -104,6 +118,7 @@ def register_layer(
     dims: tuple[int, int] = (2, 32),
     vanishing_increments: bool | None = False,
     tags: tuple[str, ...] = (),
+    dtypes: tuple[torch.dtype, ...] | None = None,
     replace: bool = False,
 ):
     """Register a layer factory under ``name``; usable as a decorator or a plain call.
@@ -122,6 +137,8 @@ def register_layer(
             dims=tuple(dims),
             vanishing_increments=vanishing_increments,
             tags=tuple(tags),
+            dtypes=None if dtypes is None else tuple(dtypes),
+            origin=getattr(fn, "__module__", None) or "",
         ), replace=replace)
         return fn
 
@@ -139,9 +156,10 @@ def get_layer(name: str) -> LayerInfo:
     return LAYERS.get(name)
 
 
-def list_layers(pattern: str = "*") -> list[str]:
-    """Registered names matching a shell-style wildcard ``pattern``, sorted."""
-    return LAYERS.names(pattern)
+def list_layers(pattern: str = "*", *, builtin: bool | None = None) -> list[str]:
+    """Registered names matching a shell-style wildcard ``pattern``, sorted; with ``builtin``
+    only the layers this package defines (``True``) or only the others (``False``)."""
+    return LAYERS.names(pattern, None if builtin is None else (lambda r: r.builtin == builtin))
 
 
 def build_layer(name: str, d: int, **kwargs) -> nn.Module:

@@ -28,7 +28,7 @@ from hypothesis import assume, example, given, strategies as st
 from icl_verify import claims, tolerance
 from icl_verify.strategies import BlockSpec, Case, ContextSpec, cases
 from icl_verify.updates import apply_update, context_update, updated_inputs
-from properties._support import Corner, applicable, layers, only_for, verdict
+from icl_verify.properties._support import Corner, applicable, layers, only_for, verdict
 
 CANCELLING = Case(
     BlockSpec("linear_attention", "gated", d=2, heads=2, hidden=2, act="relu", scale=1e-3, seed=1,

@@ -12,7 +12,7 @@ from icl_verify import claims
 from icl_verify.errors import NonFiniteError
 from icl_verify.strategies import (
     BlockSpec, ContextSpec, StackCase, StackSpec, contexts, dtypes, stack_cases)
-from properties._support import (
+from icl_verify.properties._support import (
     Corner, applicable, architectures, build_architecture, layers, only_for, verdict)
 
 MAMBA_NEAR_DUPLICATES = StackCase(

@@ -10,7 +10,7 @@ from hypothesis import assume, given, strategies as st
 
 from icl_verify import context_update, position_updates, tolerance
 from icl_verify.strategies import cases
-from properties._support import applicable, layers
+from icl_verify.properties._support import applicable, layers
 
 
 @pytest.mark.parametrize("layer", layers())

@@ -8,7 +8,7 @@ from hypothesis import example, given, strategies as st
 
 from icl_verify import claims
 from icl_verify.strategies import BlockSpec, Case, ContextSpec, cases
-from properties._support import Corner, applicable, layers, only_for, verdict
+from icl_verify.properties._support import Corner, applicable, layers, only_for, verdict
 
 ELU_TINY_TOKENS = Case(
     BlockSpec("linear_attention_elu", "post_ln", d=2, heads=2, hidden=2, act="relu", scale=1.0,

@@ -2,7 +2,8 @@
 reports a :class:`~icl_verify.claims.Check` to Hypothesis and to the ratio report.
 
 The ratio report keeps, per (claim, layer), the worst ``error / tolerance`` seen in this process;
-``properties/conftest.py`` gathers it from every xdist worker and prints it with ``--report``.
+:mod:`icl_verify.properties.plugin` gathers it from every xdist worker and prints it with
+``--report``.
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from typing import Sequence
 import pytest
 from hypothesis import reject, target
 
-from icl_verify.blocks import list_compositions
+from icl_verify.blocks import build_block, list_compositions
 from icl_verify.claims import Check
 from icl_verify.errors import OUTSIDE_HYPOTHESES
+from icl_verify.fast import has_fast_path
 from icl_verify.layers import get_layer, list_layers
 
 RATIOS: dict[tuple[str, str], float] = {}
@@ -24,11 +26,26 @@ RATIOS: dict[tuple[str, str], float] = {}
 _RECORDING = [True]
 
 
-def layers(*, vanishing: bool | None = None) -> list:
+def layers(*, vanishing: bool | None = None, fast_path: bool | None = None) -> list:
     """Every registered layer name as a pytest parameter (id = the name); with ``vanishing``
-    only those whose ``vanishing_increments`` flag equals it."""
+    only those whose ``vanishing_increments`` flag equals it, with ``fast_path`` only those
+    whose modules have (or lack) ``states`` and ``step`` (:func:`icl_verify.fast.has_fast_path`)."""
     return [pytest.param(n, id=n) for n in list_layers()
-            if vanishing is None or get_layer(n).vanishing_increments == vanishing]
+            if (vanishing is None or get_layer(n).vanishing_increments == vanishing)
+            and (fast_path is None or _has_fast_path(n) == fast_path)]
+
+
+def _has_fast_path(name: str) -> bool:
+    """Whether a small instance of layer ``name`` has ``states`` and ``step``; ``True`` for a layer
+    that cannot be built, whose fast-path tests then show why instead of a collection error
+    stopping the whole suite."""
+    info = get_layer(name)
+    heads = info.heads[0]
+    try:
+        block = build_block(name, "none", info.valid_dims(heads)[0], heads=heads)
+    except Exception:  # noqa: BLE001 - any failure of a user's factory is reported by the tests
+        return True
+    return has_fast_path(block)
 
 
 def compositions() -> list:

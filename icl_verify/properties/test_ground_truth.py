@@ -36,7 +36,7 @@ from hypothesis import given, strategies as st
 from icl_verify import dynamics, tolerance as tol
 from icl_verify.claims import Check
 from icl_verify.experiments.gd_construction import gd_block, gd_tokens
-from properties._support import not_recorded, verdict
+from icl_verify.properties._support import not_recorded, verdict
 
 NAME = "gd_construction"
 

@@ -12,7 +12,7 @@ from hypothesis import given, strategies as st
 from torch.nn import functional as F
 
 from icl_verify.strategies import cases
-from properties._support import compositions, layers, record
+from icl_verify.properties._support import compositions, layers, record
 
 THRESHOLD = 1e-11
 

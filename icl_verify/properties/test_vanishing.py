@@ -39,7 +39,7 @@ from hypothesis.errors import NoSuchExample
 from icl_verify import dynamics, tolerance
 from icl_verify.layers.attention import SoftmaxAttention
 from icl_verify.strategies import Case, cases
-from properties._support import applicable, layers, record
+from icl_verify.properties._support import applicable, layers, record
 
 BOUNDED = ("none", "residual")
 

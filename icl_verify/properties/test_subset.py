@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 
 from icl_verify import claims
 from icl_verify.strategies import cases, subsets
-from properties._support import applicable, layers, verdict
+from icl_verify.properties._support import applicable, layers, verdict
 
 
 @pytest.mark.parametrize("layer", layers())

@@ -15,7 +15,7 @@ from hypothesis import example, given, strategies as st
 
 from icl_verify import claims
 from icl_verify.strategies import BlockSpec, Case, ContextSpec, cases, contexts, dtypes
-from properties._support import (Corner, applicable, architectures, build_architecture, compositions,
+from icl_verify.properties._support import (Corner, applicable, architectures, build_architecture, compositions,
                                  layers, only_for, verdict)
 
 MAMBA2_NO_DIGIT = Case(

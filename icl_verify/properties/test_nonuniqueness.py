@@ -17,7 +17,7 @@ from hypothesis import assume, example, given, strategies as st
 
 from icl_verify import claims, context_update, tolerance
 from icl_verify.strategies import BlockSpec, Case, ContextSpec, cases
-from properties._support import Corner, applicable, layers, only_for, record, verdict
+from icl_verify.properties._support import Corner, applicable, layers, only_for, record, verdict
 
 GRU_LARGE_V = Case(
     BlockSpec("gru", "gated", d=2, heads=1, hidden=2, act="relu", scale=1.0, seed=37258, dtype=torch.float64),

@@ -17,7 +17,7 @@ from icl_verify import (DTypeError, DegenerateReferenceError, DuplicateLayerErro
 from icl_verify.blocks import build_block, get_composition
 from icl_verify.strategies import cases, stack_cases
 from icl_verify.updates import safe_norm
-from properties._support import applicable, layers
+from icl_verify.properties._support import applicable, layers
 
 ENTRY_POINTS = ("context", "subset", "positions", "prefix", "theorem")
 

@@ -17,7 +17,7 @@ from hypothesis import example, given, strategies as st
 
 from icl_verify import claims
 from icl_verify.strategies import BlockSpec, Case, ContextSpec, cases
-from properties._support import Corner, applicable, layers, only_for, verdict
+from icl_verify.properties._support import Corner, applicable, layers, only_for, verdict
 
 SATURATED_LSTM = Case(
     block=BlockSpec(layer="lstm", composition="none", d=2, heads=1, hidden=2, act="relu", scale=10.0,

@@ -1,4 +1,8 @@
-"""Hypothesis profiles and the ratio report of the property suite.
+"""The property suite's pytest plugin: Hypothesis profiles and the ratio report.
+
+The suite's ``conftest.py`` registers it whenever pytest collects the suite; name it with
+``-p icl_verify.properties.plugin`` when running the installed suite (``--pyargs
+icl_verify.properties``) so that its options are known when pytest reads the command line.
 
 Profiles (``HYPOTHESIS_PROFILE=default|ci|stress``; ``ci`` is also the default when ``CI`` is set),
 ``deadline=None`` in each because the first torch call of a process is slow:
@@ -21,7 +25,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-from properties._support import RATIOS
+from icl_verify.properties._support import RATIOS
 
 torch.set_num_threads(1)  # xdist runs one process per core: no oversubscription
 

@@ -1,1 +1,0 @@
-"""Hypothesis properties of icl_verify: one module per claim, each run over the whole registry."""
