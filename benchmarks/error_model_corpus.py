@@ -37,6 +37,8 @@ from icl_verify.errors import OUTSIDE_HYPOTHESES
 DTYPES = ("float64", "float32", "bfloat16", "float16")
 LAYER_DTYPES = ("float64", "float32")
 LLM_DTYPES = ("float32", "float64", "bfloat16")
+STRICT = [True]
+"""Whether a failing property example stops the corpus (False: record it and go on)."""
 
 
 def _hex(t: torch.Tensor) -> list[str]:
@@ -121,9 +123,9 @@ def properties() -> dict:
             if rows:
                 out[item.nodeid] = rows
 
-    code = pytest.main(["properties", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "-x",
-                        "--no-header", "-o", "addopts=-p no:benchmark"], plugins=[Plugin()])
-    if code not in (0, 5):
+    code = pytest.main(["properties", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "--no-header",
+                        "-o", "addopts=-p no:benchmark"] + (["-x"] if STRICT[0] else []), plugins=[Plugin()])
+    if code not in (0, 5) and STRICT[0]:
         raise SystemExit(f"the property suite's explicit examples failed (pytest exit code {code})")
     return out
 
