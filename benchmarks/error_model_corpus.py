@@ -18,7 +18,8 @@ Usage (from the repository root, one thread so that kernels sum in one fixed ord
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m benchmarks.error_model_corpus record corpus.json
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m benchmarks.error_model_corpus compare corpus.json
 
-``compare`` recomputes the corpus and lists every check whose tolerance or error differs.
+``compare`` recomputes the corpus and lists every check whose tolerance or error differs;
+``summary`` prints the worst error/tolerance of a recorded corpus per section, dtype and claim.
 """
 from __future__ import annotations
 
@@ -185,9 +186,26 @@ def _first_difference(a, b) -> str:
     return f"{len(diff)} of {len(a)} entries, e.g. {worst[0]!r} -> {worst[1]!r}"
 
 
+def summary(data: dict) -> list[str]:
+    """The worst error/tolerance and the number of checks per section, dtype and claim."""
+    worst: dict = {}
+    for section, cases in data.items():
+        for key, rows in cases.items():
+            dtype = key.split("/")[0] if section != "properties" else "-"
+            for row in rows:
+                if "tolerance" not in row:
+                    continue
+                ratio = max((float.fromhex(e) / float.fromhex(t) if float.fromhex(t) else 0.0
+                             for e, t in zip(row["error"], row["tolerance"])), default=0.0)
+                k = (section, dtype, row["claim"])
+                n, w = worst.get(k, (0, 0.0))
+                worst[k] = (n + 1, max(w, ratio))
+    return [f"{s:<14}{d:<10}{c:<18}{n:>6} checks  worst {w:.3g}" for (s, d, c), (n, w) in sorted(worst.items())]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("record", "compare"))
+    parser.add_argument("mode", choices=("record", "compare", "summary"))
     parser.add_argument("path", type=Path)
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
     parser.add_argument("--no-llm", action="store_true", help="skip SmolLM2")
@@ -198,6 +216,9 @@ def main(argv=None) -> int:
         return 0
     old = json.loads(args.path.read_text())
     old = {s: old[s] for s in sections if s in old}
+    if args.mode == "summary":
+        print("\n".join(summary(old)))
+        return 0
     lines = compare(old, corpus(list(old)))
     print("\n".join(lines) if lines else "every tolerance and error bit for bit the same")
     return 1 if lines else 0
