@@ -8,7 +8,7 @@ from unittest import mock
 
 import torch
 
-from . import secant, stack, taps, terms
+from . import identity, matrix, secant, stack, taps, terms
 
 
 class Term(NamedTuple):
@@ -45,6 +45,10 @@ def _zero_decomposition(block, upd, h):
     return torch.zeros(h.shape[0], dtype=torch.promote_types(h.dtype, torch.float32), device=h.device)
 
 
+def _zero_matrix_underflow(left_sum, right_sum, products, ref_norm, dtype):
+    return torch.zeros((), dtype=left_sum.dtype, device=left_sum.device)
+
+
 def _patch(module, name, value) -> Callable[[], ContextManager]:
     return lambda: mock.patch.object(module, name, value)
 
@@ -61,16 +65,35 @@ TERMS: tuple[Term, ...] = (*_PRE,
     Term("secant", "icl_verify.error_model.secant.secant", _patch(secant, "secant", _tangent_only)),
     Term("decomposition", "icl_verify.error_model.stack.decomposition_variance",
          _patch(stack, "decomposition_variance", _zero_decomposition)),
+    Term("matrix_underflow", "icl_verify.error_model.matrix.matrix_underflow",
+         _patch(matrix, "matrix_underflow", _zero_matrix_underflow)),
 )
 """Every term that adds to a tolerance, in the docs' order."""
 
 
+def _no_shared_entries(hs, target_side, entry_dims):
+    return None
+
+
+def _no_additive_entries(block, hs, s, y, y_t, s_t, shared):
+    return torch.zeros_like(shared)
+
+
+REFINEMENTS: tuple[Term, ...] = (
+    Term("shared_entries", "icl_verify.error_model.refinements.shared_entries",
+         _patch(identity, "shared_entries", _no_shared_entries)),
+    Term("additive_entries", "icl_verify.error_model.refinements.additive_entries",
+         _patch(identity, "additive_entries", _no_additive_entries)),
+)
+"""The refinements that lower a tolerance (docs' order); dropping one never fails an exact update."""
+
+
 def dropped(name: str) -> ContextManager:
-    """A context within which the model runs without the term ``name``."""
-    for term in TERMS:
+    """A context within which the model runs without the term or refinement ``name``."""
+    for term in TERMS + REFINEMENTS:
         if term.name == name:
             return term.drop()
-    raise KeyError(f"no error-model term named {name!r}; terms: {', '.join(t.name for t in TERMS)}")
+    raise KeyError(f"no error-model term named {name!r}; terms: {', '.join(t.name for t in TERMS + REFINEMENTS)}")
 
 
 def names() -> list[str]:

@@ -38,8 +38,8 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
     dt, dev = hs[0].dtype, hs[0].device
     idn = terms.Identity(dt, dev, target.z.shape[-1], max(w.shape[0] for w, _ in block.first_layers()),
                          reference.z, update.right)
-    same = shared_entries(hs, target_side, entry_dims)
-    side_t, side_u = _pre_activation_sides(block, update, idn, hs, target_side, same, entry_dims)
+    shared = shared_entries(hs, target_side, entry_dims)  # (*E,) mask or None
+    side_t, side_u = _pre_activation_sides(block, update, idn, hs, target_side, shared, entry_dims)
     inputs = list(hs)
     if s is not None:
         r_t, r_u = terms.bypass(idn, target.s, reference.s, s)
@@ -59,8 +59,8 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
     out_sq = out.square()
     side_t.rounding = TAIL * (var_t + out_sq).sqrt()
     side_u.rounding = TAIL * (var_u + out_sq).sqrt()
-    if same is not None and s is not None:
-        _additive_refinement(block, idn, update, hs, s, y, target_side, same, side_t, side_u, entry_dims)
+    if shared is not None and s is not None:
+        _additive_refinement(block, idn, update, hs, s, y, target_side, shared, side_t, side_u, entry_dims)
     side_u.y, side_u.s = y_u, s
     sides = [side_u] + ([] if target_side is None else [side_t])
     for side in sides:
@@ -73,11 +73,11 @@ def identity_bound(block: ContextualBlock, update: ImplicitUpdate, hs: Sequence[
         "secant": flagged.to(gain.dtype)}, y_u
 
 
-def _pre_activation_sides(block, update, idn: terms.Identity, hs, target_side, same, entry_dims: int):
+def _pre_activation_sides(block, update, idn: terms.Identity, hs, target_side, shared, entry_dims: int):
     """The target and updated :class:`~.secant.Side` with the pre-activation scales of every first
     layer (:data:`~.terms.PRE_ACTIVATION_TERMS`), zero at shared entries, their distances to the
     map's kinks and the entries where a scale reaches one."""
-    shared = same.nonzero(as_tuple=True) if same is not None and same.any() else None
+    index = shared.nonzero(as_tuple=True) if shared is not None and shared.any() else None
     kinks_u = block.kinks(hs)  # distances to the map's kinks where they are not at 0
     kinks_t = {} if target_side is None else block.kinks(target_side[0])
     side_t = Side(None if target_side is None else target_side[0], update.target.s,
@@ -87,9 +87,9 @@ def _pre_activation_sides(block, update, idn: terms.Identity, hs, target_side, s
     for i, ((w, b), lf, h) in enumerate(zip(block.first_layers(), update.left, hs)):
         layer = _first_layer(w, b, lf, h, update)
         acc_t, acc_u = terms.pre_activation_scales(idn, layer, terms.PRE_ACTIVATION_TERMS)
-        if shared is not None:  # bitwise the same pre-activations: the same rounding on both sides
-            acc_t[shared] = 0
-            acc_u[shared] = 0
+        if index is not None:  # bitwise the same pre-activations: the same rounding on both sides
+            acc_t[index] = 0
+            acc_u[index] = 0
         side_t.scales.append(acc_t)
         side_u.scales.append(acc_u)
         side_u.distance.append(kinks_u.get(i, layer.h_abs))
@@ -113,16 +113,16 @@ def _first_layer(w, b, lf, h, update) -> terms.FirstLayer:
 def _gain(scales_t, scales_u, var_t, var_u, entry_dims: int) -> torch.Tensor:
     """``sqrt(V_t + V_u) / ||(r_t, r_u)||`` ``(*E,)``: how much the map amplifies its inputs' rounding."""
     n_t, n_u = entry_norm(*scales_t, entry_dims=entry_dims), entry_norm(*scales_u, entry_dims=entry_dims)
-    share = (var_t + var_u) / torch.hypot(n_t, n_u).square().clamp_min(torch.finfo(var_t.dtype).tiny)
-    return share.sqrt()
+    gain_sq = (var_t + var_u) / torch.hypot(n_t, n_u).square().clamp_min(torch.finfo(var_t.dtype).tiny)
+    return gain_sq.sqrt()
 
 
-def _additive_refinement(block, idn, update, hs, s, y, target_side, same, side_t: Side, side_u: Side,
+def _additive_refinement(block, idn, update, hs, s, y, target_side, shared, side_t: Side, side_u: Side,
                          entry_dims: int) -> None:
     """At the additive entries (:func:`~.refinements.additive_entries`) each side's rounding becomes
     :func:`~.refinements.additive_scales`'s."""
     target = update.target
-    additive = additive_entries(block, hs, s, y, target_side[1], target.s, same)
+    additive = additive_entries(block, hs, s, y, target_side[1], target.s, shared)
     add_t, add_u = additive_scales(idn.u, target.s, update.reference.s, s, target_side[1], y, entry_dims)
     side_t.rounding = torch.where(additive, add_t, side_t.rounding)
     side_u.rounding = torch.where(additive, add_u, side_u.rounding)

@@ -22,15 +22,10 @@ one for both sides of an identity (docs/error-model-results.md measures its spre
 
 def spectral_norm(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor], *,
                   entry_dims: int, iterations: int = 20) -> torch.Tensor:
-    """Largest singular value of the Jacobian of ``fn`` at ``inputs``, per entry: ``(*E,)``.
-
-    ``fn`` maps tensors ``(*E, n_j)`` to ``(*E, p)`` and treats each of the ``entry_dims`` leading
-    dims ``E`` independently (one Jacobian per entry). Power iteration on ``J^T J`` with
-    autograd's jvp and vjp from a deterministic start (all ones), when the output is wider than
-    ``2 * iterations``; otherwise (and where an operation has no forward-mode derivative, such
-    as torch's fused LSTM) the Jacobian is built row by row in reverse mode, which is cheaper
-    for narrow outputs, and its norm taken exactly.
-    """
+    """Largest singular value of the Jacobian of ``fn`` at ``inputs``, per entry ``(*E,)``: ``fn`` maps
+    tensors ``(*E, n_j)`` to ``(*E, p)``, entries independent. Power iteration (jvp and vjp) for outputs
+    wider than ``2 * iterations``, else (or without forward-mode derivatives) the exact norm of the
+    reverse-mode Jacobian."""
     inputs = tuple(x.detach() for x in inputs)
     sigma = _spectral_norm(fn, inputs, entry_dims, iterations)
     if not torch.isfinite(sigma).all():
@@ -115,18 +110,11 @@ def _reverse_jacobian_norm(fn, inputs, entry_dims):
 def propagated_variance(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor],
                         scales: Sequence[Sequence[torch.Tensor]], *, entry_dims: int,
                         width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``||J diag(r)||_F^2`` for each set ``r`` of ``scales``, ``(S, *E)``, and the value
-    ``fn(*inputs)`` ``(*E, ...)``: ``J`` the Jacobian of ``fn`` at ``inputs`` (each ``(*E, n_j)``),
-    each set one tensor per input (same shapes), ``r`` their concatenation; ``width`` the size of
-    ``fn``'s output per entry (found by evaluating ``fn`` when not given).
-
-    Exact from the reverse-mode Jacobian when the output is at most :data:`EXACT_WIDTH` wide;
-    else ``||diag(r) J^T eta||^2`` averaged over :data:`PROBES` Rademacher vectors ``eta`` of the
-    output space (unbiased: ``E[eta^T J diag(r)^2 J^T eta] = tr(J diag(r)^2 J^T)``), fixed seed,
-    one sign per output component shared by every entry (each entry's estimate is unbiased on
-    its own), one reverse pass per probe for every set, after one forward pass that gives the
-    value (the same kernels as a plain evaluation; tests/test_check_cost.py checks it bitwise on
-    every tiny real architecture)."""
+    """``||J diag(r)||_F^2`` ``(S, *E)`` for each set ``r`` of ``scales`` and the value ``fn(*inputs)``
+    ``(*E, ...)``: ``J`` the Jacobian of ``fn`` at ``inputs`` (each ``(*E, n_j)``), each set one tensor
+    per input (same shapes), the map's taps (:class:`~.taps.MapTaps`) added; ``width`` the output's
+    size per entry if known. Exact up to :data:`EXACT_WIDTH`, else :data:`PROBES` Rademacher probes
+    (docs/error-model.md, "Propagation"); the value comes from the probe's forward pass."""
     inputs = tuple(x.detach() for x in inputs)
     if width is None or width <= EXACT_WIDTH:
         with torch.no_grad():

@@ -1,18 +1,8 @@
-"""Monte Carlo arithmetic: samples of the rounding error of a torch computation (docs/error-model.md,
-"decomposition").
-
-Under :class:`MonteCarloArithmetic`, every torch operation that may round (anything but the exact
-data movements of :data:`EXACT`) sees each floating input, and gives back each floating output,
-multiplied by ``1 + 2u xi`` with ``xi = ±1`` drawn independently per element (Parker's "full"
-Monte Carlo arithmetic at the dtype's own precision). Fused normalisations run as their textbook steps
-(:data:`DECOMPOSED`), so that their intermediate roundings are drawn too. ``2u`` is twice the largest
-round-to-nearest error; ``1 + u`` itself is not representable (it rounds to 1), while
-``1 ± 2u`` are, so the draw is never lost, and the perturbation's own rounding stays inside it. The spread of ``f_mca(x) - f(x)`` over a few draws estimates the spread
-of ``f``'s rounding, without a model of ``f``'s inside: what :func:`icl_verify.claims.stack`
-needs for a layer's decomposition of a lone token, which can be any module. Accumulation inside
-a reduction is represented by the rounding of each of its operands (``u ||w∘z||`` for an inner
-product), not by ``sqrt(n)`` roundings of its partial sums.
-"""
+"""Monte Carlo arithmetic: samples of the rounding error of any torch computation (docs/error-model.md,
+"decomposition"). Under :class:`MonteCarloArithmetic` every operation that may round (all but the
+exact operations of :data:`EXACT`) multiplies each floating operand and result by ``1 + 2u xi``,
+``xi = +-1`` per element (Parker's "full" Monte Carlo arithmetic); fused normalisations run as
+their textbook steps (:data:`DECOMPOSED`)."""
 from __future__ import annotations
 
 from typing import Callable, Sequence

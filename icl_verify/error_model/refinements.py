@@ -19,43 +19,34 @@ whose first components agree."""
 
 def shared_entries(hs: Sequence[torch.Tensor], target_side: tuple[Sequence[torch.Tensor], torch.Tensor] | None,
                    entry_dims: int) -> torch.Tensor | None:
-    """``(*E,)``: the entries at which every pre-activation of the target side (``target_side[0]``) equals
-    the updated side's (``hs``) component for component, as computed (not assumed: parallel
-    blocks, the first position, a context that changes nothing). There both sides evaluate the
-    network on the same values with the same kernel and shapes, so its rounding and the rounding
-    of the pre-activations are the same on both sides and cancel in ``y_t - y_u`` (to first order
-    through the bypass). None when ``target`` is not given."""
+    """``(*E,)``: the entries at which every pre-activation of the target side (``target_side[0]``)
+    equals the updated side's (``hs``) bitwise (docs/error-model.md, "shared_entries"); None when
+    ``target_side`` is None."""
     if target_side is None:
         return None
     pairs = [(a.flatten(entry_dims), b.flatten(entry_dims)) for a, b in zip(target_side[0], hs)]
     # candidates: the entries whose first components agree; the full comparison on those only
-    same = torch.stack([(a[..., :PREFILTER] == b[..., :PREFILTER]).all(-1) for a, b in pairs]).all(0)
-    if same.any():
-        idx = same.nonzero(as_tuple=True)
-        same[idx] = torch.stack([(a[idx] == b[idx]).all(-1) for a, b in pairs]).all(0)
-    return same
+    equal = torch.stack([(a[..., :PREFILTER] == b[..., :PREFILTER]).all(-1) for a, b in pairs]).all(0)
+    if equal.any():
+        idx = equal.nonzero(as_tuple=True)
+        equal[idx] = torch.stack([(a[idx] == b[idx]).all(-1) for a, b in pairs]).all(0)
+    return equal
 
 
 def additive_entries(block: ContextualBlock, hs: Sequence[torch.Tensor], s: torch.Tensor, y: torch.Tensor,
-                     y_t: torch.Tensor, s_t: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+                     y_t: torch.Tensor, s_t: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
     """``(*E,)``: the entries where both sides are, bitwise, their bypass plus one network value
-    ``g = output(hs, 0)`` of the updated side: ``y_t == fl(s_t + g)`` and ``y == fl(s + g)``
-    component for component. There ``y_t - y_u = fl(s_t + g) - fl(s_u + g)`` exactly, whatever
-    the network's rounding was: it is the same value on both sides. This holds where the
-    pre-activations are the same (``same``: parallel blocks, the first position) and where the
-    network rounds its output so coarsely that both sides land on the same value (transformers'
-    RMSNorm computes in float32, so a post-network norm of a float64 model does). A post-norm
-    block (``norm(s + f)``) fails the check. ``g`` is evaluated at the ``same`` entries and one
-    other; only if that one passes, at the rest too (so a block where it cannot pass costs one
-    entry; every entry is still checked on its own)."""
-    flat = same.flatten()
+    ``g = output(hs, 0)``: ``y_t == fl(s_t + g)`` and ``y == fl(s + g)`` (docs/error-model.md,
+    "additive_entries"). ``g`` is evaluated at the ``shared`` entries and one other, and at the rest
+    only if that one passes."""
+    flat = shared.flatten()
     probe = flat.clone()
     rest = (~flat).nonzero()
     if len(rest):
         probe[rest[0]] = True
-    ok = _additive(block, hs, s, y, y_t, s_t, probe.reshape(same.shape))
+    ok = _additive(block, hs, s, y, y_t, s_t, probe.reshape(shared.shape))
     if len(rest) > 1 and ok.flatten()[rest[0]]:
-        ok = ok | _additive(block, hs, s, y, y_t, s_t, ~probe.reshape(same.shape))
+        ok = ok | _additive(block, hs, s, y, y_t, s_t, ~probe.reshape(shared.shape))
     return ok
 
 

@@ -24,17 +24,11 @@ product by ``m``'s (of ``n``), the storage of ``left`` and its product by ``c``.
 
 
 def sum_scale(w: torch.Tensor, zs: Sequence[torch.Tensor], wzs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``sqrt(sum_i q(W, z_i)^2)`` with ``q(W, z) = sqrt((W∘W)(z∘z) + (W z)^2)``, from ``W`` ``(m, d)``,
-    vectors ``zs[i]`` ``(..., d)`` and their products ``wzs[i] = W z_i`` ``(..., m)`` (at hand in
-    every claim): ``(..., m)``, one matrix product whatever the number of vectors.
-
-    The scale of the partial sums of each inner product ``w_i . z`` when they follow the straight
-    line to their value plus a random walk of the terms (mean-square ``<= ||w_i∘z||^2 + (w_i.z)^2``);
-    ``q <= sqrt(2) |W||z|``, and ``q`` is ``sqrt(d)`` times smaller than ``|W||z|`` for terms of
-    random sign. For float64 values the product ``(W∘W)(sum_i z_i∘z_i)`` runs in float32 (half the
-    time of a float64 one) on operands divided by their largest entry: a sum of non-negative terms, so its relative
-    error is below ``d u_32`` (3e-5 for ``d = 576``), immaterial for a scale; terms more than 1e38
-    times smaller than the largest ``W_ij^2`` times the largest ``z_j^2`` of their entry are dropped."""
+    """``sqrt(sum_i q(W, z_i)^2)`` ``(..., m)`` with ``q(W, z) = sqrt((W∘W)(z∘z) + (W z)^2)``, from ``W``
+    ``(m, d)``, vectors ``zs[i]`` ``(..., d)`` and their products ``wzs[i] = W z_i`` ``(..., m)``: the scale
+    of the partial sums of ``W z`` (docs/error-model.md, "The sum of one inner product"), one matrix
+    product whatever the number of vectors. For float64 values the product runs in float32 on
+    operands divided by their largest entry (relative error below ``d u_32``, immaterial for a scale)."""
     sq = sum(wide(z).square() for z in zs)
     wz2 = wide(wzs[0]).square()
     for wz in wzs[1:]:
@@ -52,32 +46,10 @@ def sum_scale(w: torch.Tensor, zs: Sequence[torch.Tensor], wzs: Sequence[torch.T
 
 def left_factor_scale(right: torch.Tensor, z_r: torch.Tensor, dtype: torch.dtype,
                       device: torch.device | str = "cpu") -> torch.Tensor:
-    """``c_left`` ``(*E, 1)``: the standard deviation of the rounding that the updated side adds to
-    a pre-activation through its left factor, relative to ``|left|``; ``right``, ``z_r`` ``(*E, d)``.
-
-    The factored side forms ``h_r + left c`` with ``c = right . z_r`` (1 in exact arithmetic),
-    the dense side ``(W + left right^T) z_r``. With ``K = ||right∘z_r||`` (the size of the terms
-    of ``c``) and ``zeta^2 = 1 + ||z_r∘z_r||^2 / ||z_r||^4`` (the partial-sum scale of
-    ``||z_r||^2``, relative to it), the roundings, independent and mean zero as in :func:`rho`,
-    relative to ``|left|``:
-
-    - the sum ``c`` (``rho(d) sqrt(K^2 + 1)``; the dense product's partial sums instead, the same
-      size) and its storage (``u``);
-    - per term of ``c``, the two quotients of ``right = z_r / n / n`` and the product (``u K``
-      each); in the dense path the quotients, the product ``left_i right_j``, the storage of
-      ``W + dW`` and the product by ``z_r,j`` (five);
-    - ``1 / n^2``, common to every term, ``n = m ||z_r / m||`` (``m = max |z_r|``): twice the
-      rounding of ``n``, i.e. that of the sum of squares (``rho(d) zeta``, its storage ``u``, and
-      ``sqrt(5) u sqrt(zeta^2 - 1)`` from the quotients ``z_r / m`` and the squares) and twice the
-      square root's and the product by ``m``'s (``2u`` each);
-    - the storage of ``left`` and, factored, its product by ``c`` (``u`` each).
-
-    In quadrature, one bound for both paths::
-
-        c_left^2 = rho(d)^2 (K^2 + 1 + zeta^2) + u^2 (5 K^2 + 5 zeta^2 + 7)
-
-    For ``right = z_r / ||z_r||^2``, ``K^2 = zeta^2 - 1 <= 1``; the other right factors with
-    ``right . z_r = 1`` that the non-uniqueness property draws have terms as large as ``t``."""
+    """``c_left`` ``(*E, 1)``: the standard deviation of the rounding the updated side adds to a
+    pre-activation through its left factor, relative to ``|left|``; ``right``, ``z_r`` ``(*E, d)``.
+    ``c_left^2 = rho(d)^2 (K^2 + 1 + zeta^2) + u^2 (5 K^2 + 5 zeta^2 + 7)`` with ``K = ||right∘z_r||``
+    and ``zeta^2 = 1 + ||z_r∘z_r||^2 / ||z_r||^4`` (docs/error-model.md, "left_factor")."""
     zr, rt = wide(z_r), wide(right)
     x2 = (zr / zr.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(zr.dtype).tiny)).square()
     zeta2 = 1 + x2.square().sum(-1, keepdim=True) / x2.sum(-1, keepdim=True).square().clamp_min(1)

@@ -1,15 +1,8 @@
 """Taps inside a map (docs/error-model.md, "layer_norm_mean" and "map_underflow"): roundings that no
-perturbation of the map's inputs represents, made inputs of the map so that a reverse pass gives
-the map's sensitivity to them.
-
-While :class:`MapTaps` is active, chosen operation results get a zero leaf ``tap`` added, with the
-standard-deviation scale ``r`` of their rounding per component:
-
-- a layer norm's mean (:func:`layer_norm_mean_scale`):
-  ``r_i = |gamma_i| rstd (rho(d) q(1, v) / d + u_int (|v_i| + 2 |mean|))``;
-- in float16, every result that depends on the map's inputs, has the entry dims and at least one
-  more, and is not a view: ``r_i = eta`` (gradual underflow, :func:`~.primitives.underflow`).
-"""
+perturbation of the map's inputs represents, as zero leaves added to chosen results so that a
+reverse pass gives the map's sensitivity to them, each with the standard-deviation scale ``r`` of
+its rounding: a layer norm's mean (:func:`layer_norm_mean_scale`) and, in float16, ``eta`` at every
+result (gradual underflow)."""
 from __future__ import annotations
 
 import math
@@ -21,15 +14,10 @@ from .primitives import rho, underflow, unit_roundoff
 
 
 class MapTaps(TorchFunctionMode):
-    """Within this context every ``layer_norm`` result, and in float16 every other result with the
-    leading dims ``entries`` and at least one more that requires grad and is not a view, returns
-    plus a zero leaf tap; ``taps`` and ``scales`` list the taps and their scales ``r`` (same shapes
-    as the results, in float32 at least).
-
-    Args:
-        entries: the map's leading (entry) dims ``E``.
-        dtype: the map's dtype, whose ``eta`` the underflow taps carry.
-    """
+    """A mode within which every ``layer_norm`` result, and in float16 every other result with the
+    leading dims ``entries`` and one more that requires grad and is not a view, returns plus a zero
+    leaf tap; ``taps`` and ``scales`` list the taps and their scales ``r`` (the results' shapes, in
+    float32 at least). ``dtype``: the map's dtype, whose ``eta`` the underflow taps carry."""
 
     def __init__(self, entries: torch.Size, dtype: torch.dtype):
         super().__init__()
