@@ -30,12 +30,18 @@ def _worst(check: dict) -> float:
                 for e, t in zip(check["error"], check["tolerance"])), default=0.0)
 
 
+WRONG_UPDATES = "test_wrong_update_fails"
+"""Property tests whose ``identity`` checks are of wrong updates, not exact ones: never witnesses."""
+
+
 def failures(rows: dict, baseline: dict) -> list[tuple[float, str, str]]:
     """``(ratio, key[index], claim)`` of every check of ``rows`` that fails (worst ratio above 1) and
-    passes in ``baseline``."""
+    passes in ``baseline``, wrong updates left out."""
     out = []
     for section, cases in rows.items():
         for key, checks in cases.items():
+            if WRONG_UPDATES in key:
+                continue
             base = baseline.get(section, {}).get(key, [])
             for i, check in enumerate(checks):
                 ratio = _worst(check)

@@ -17,11 +17,17 @@ EXACT_WIDTH = 64
 
 PROBES = 1
 """Rademacher probes (reverse passes) of ``||J diag(r)||_F^2`` for outputs wider than :data:`EXACT_WIDTH`:
-one for both sides of an identity (docs/error-model-results.md measures its spread)."""
+one for both sides of an identity."""
+
+PROBE_SEED = 0
+"""Seed of the probes' Rademacher vectors."""
+
+POWER_ITERATIONS = 20
+"""Power-iteration steps of :func:`spectral_norm`; outputs at most twice as wide take the exact norm."""
 
 
 def spectral_norm(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor], *,
-                  entry_dims: int, iterations: int = 20) -> torch.Tensor:
+                  entry_dims: int, iterations: int = POWER_ITERATIONS) -> torch.Tensor:
     """Largest singular value of the Jacobian of ``fn`` at ``inputs``, per entry ``(*E,)``: ``fn`` maps
     tensors ``(*E, n_j)`` to ``(*E, p)``, entries independent. Power iteration (jvp and vjp) for outputs
     wider than ``2 * iterations``, else (or without forward-mode derivatives) the exact norm of the
@@ -138,7 +144,7 @@ def _probed_variance(fn, inputs, scales, entry_dims, probes, taps):
     """The probes' estimates ``(S, *E)`` and ``fn``'s value. The cotangents are signs (exact in
     every dtype); the scales multiply the gradients ``J^T eta`` in float32 at least, where a scale
     of a few roundings of a bfloat16/float16 value neither underflows nor loses relative precision."""
-    gen = torch.Generator(device=inputs[0].device).manual_seed(0)
+    gen = torch.Generator(device=inputs[0].device).manual_seed(PROBE_SEED)
     xs = tuple(x.detach().requires_grad_(True) for x in inputs)  # no copy: a new leaf on the same storage
     with torch.enable_grad(), taps:
         y = fn(*xs)
