@@ -1,4 +1,4 @@
-"""The error model (:mod:`icl_verify.tolerance`) is tight and discriminating on every tiny real
+"""The error model (:mod:`icl_verify.error_model`) is tight and discriminating on every tiny real
 architecture, in every dtype: exact updates pass with a worst error/tolerance in [0.01, 1]
 (the tolerance is within a factor 100 of the rounding seen), and ``dW`` scaled by ``1 + eps``
 fails at 90% of the layers or more for ``eps`` a few hundred roundings."""

@@ -191,3 +191,18 @@ def test_each_refinement_lowers_a_tolerance(name):
         plain = claims.identity(block, upd)
     assert refined.passed and plain.passed
     assert bool((plain.tolerance >= 5 * refined.tolerance).all()), (plain.tolerance / refined.tolerance).tolist()
+
+
+def test_the_docs_table_lists_every_term_in_order_with_its_code():
+    """docs/error-model.md's table of terms has one row per catalogued term, in the catalogue's
+    order, naming the code that computes it; every named code exists."""
+    import importlib
+
+    text = (Path(__file__).parents[1] / "docs" / "error-model.md").read_text()
+    rows = re.findall(r"^\| \[(\w+)\]\(#[\w-]+\) \| (.*?) \|", text, flags=re.M)
+    assert [name for name, _ in rows] == catalog.names()
+    for (name, code_cell), term in zip(rows, catalog.TERMS):
+        short = term.code.removeprefix("icl_verify.error_model.")
+        assert f"`{short}`" in code_cell, f"{name}: the table names {code_cell}, the code is {short}"
+        module, attr = term.code.rsplit(".", 1)
+        assert hasattr(importlib.import_module(module), attr), term.code
