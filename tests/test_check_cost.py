@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from icl_verify import build_block, claims, position_updates
-from icl_verify import tolerance as tol
+from icl_verify import error_model as tol
+from icl_verify.error_model import jacobian
 
 
 @pytest.mark.parametrize("w_size, z_size", [(1.0, 1.0), (1e150, 1e-200), (1e-150, 1e100)])
@@ -87,7 +88,7 @@ def test_the_probes_forward_pass_is_the_plain_output_bitwise(dtype, monkeypatch)
     from icl_verify.adapters import get_architecture, list_architectures
     from icl_verify.updates import updated_inputs
 
-    monkeypatch.setattr(tol, "EXACT_WIDTH", 0)  # the tiny models are narrow: force the probe
+    monkeypatch.setattr(jacobian, "EXACT_WIDTH", 0)  # the tiny models are narrow: force the probe
     g = torch.Generator().manual_seed(0)
     for name in list_architectures():
         info = get_architecture(name)

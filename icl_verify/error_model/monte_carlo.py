@@ -1,17 +1,8 @@
-"""Monte Carlo arithmetic: samples of the rounding error of a torch computation.
-
-Under :class:`random_rounding`, every torch operation that may round (anything but the exact
-data movements of :data:`EXACT`) sees each floating input, and gives back each floating output,
-multiplied by ``1 + 2u xi`` with ``xi = ±1`` drawn independently per element (Parker's "full"
-Monte Carlo arithmetic at the dtype's own precision). Fused normalisations run as their textbook steps
-(:data:`DECOMPOSED`), so that their intermediate roundings are drawn too. ``2u`` is twice the largest
-round-to-nearest error; ``1 + u`` itself is not representable (it rounds to 1), while
-``1 ± 2u`` are, so the draw is never lost, and the perturbation's own rounding stays inside it. The spread of ``f_mca(x) - f(x)`` over a few draws estimates the spread
-of ``f``'s rounding, without a model of ``f``'s inside: what :func:`icl_verify.claims.stack`
-needs for a layer's decomposition of a lone token, which can be any module. Accumulation inside
-a reduction is represented by the rounding of each of its operands (``u ||w∘z||`` for an inner
-product), not by ``sqrt(n)`` roundings of its partial sums.
-"""
+"""Monte Carlo arithmetic: samples of the rounding error of any torch computation (docs/error-model.md,
+"decomposition"). Under :class:`MonteCarloArithmetic` every operation that may round (all but the
+exact operations of :data:`EXACT`) multiplies each floating operand and result by ``1 + 2u xi``,
+``xi = +-1`` per element (Parker's "full" Monte Carlo arithmetic); fused normalisations run as
+their textbook steps (:data:`DECOMPOSED`)."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -19,7 +10,7 @@ from typing import Callable, Sequence
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .tolerance import unit_roundoff
+from .primitives import unit_roundoff
 
 EXACT = frozenset({
     "__getitem__", "__setitem__", "__get__", "__len__", "__iter__", "__repr__", "__format__",
@@ -53,13 +44,13 @@ def _rms_norm(x, normalized_shape, weight=None, eps=None):
 
 
 DECOMPOSED = {"layer_norm": _layer_norm, "rms_norm": _rms_norm}
-"""Fused normalisations, evaluated under :class:`random_rounding` as their textbook sequence of
+"""Fused normalisations, evaluated under :class:`MonteCarloArithmetic` as their textbook sequence of
 operations so that each intermediate rounds: the rounding of a layer norm's mean costs
 ``u |mean| / std`` in its output, which perturbing only the fused kernel's operands and result
 cannot show (its operands' roundings move every component alike, and the norm removes that)."""
 
 
-class random_rounding(TorchFunctionMode):  # noqa: N801 - used as a context manager
+class MonteCarloArithmetic(TorchFunctionMode):
     """Within this context every rounding torch operation perturbs its floating operands and
     results by ``2u`` of their dtype (relative), of random sign (from ``generator``)."""
 
@@ -88,13 +79,13 @@ class random_rounding(TorchFunctionMode):  # noqa: N801 - used as a context mana
         return self._round(out)
 
 
-def rounding_samples(fn: Callable[[torch.Tensor], Sequence[torch.Tensor]], x: torch.Tensor,
+def monte_carlo_samples(fn: Callable[[torch.Tensor], Sequence[torch.Tensor]], x: torch.Tensor,
                      samples: int, *, seed: int = 0) -> list[torch.Tensor]:
     """``samples`` draws of ``fn_mca(x) - fn(x)`` in one batched evaluation: ``fn`` maps ``x``
     ``(*E, n)`` to tensors ``(*E, p_j)`` and treats leading dims independently; returns one
     tensor ``(samples, *E, p_j)`` per output of ``fn``."""
     with torch.no_grad():
         exact = fn(x)
-        with random_rounding(torch.Generator().manual_seed(seed)):
+        with MonteCarloArithmetic(torch.Generator().manual_seed(seed)):
             drawn = fn(x.expand(samples, *x.shape))
     return [d - e for d, e in zip(drawn, exact)]
