@@ -66,7 +66,7 @@ class ContextualBlock(nn.Module):
         is not 0: ``{k: distance}``, ``distance`` shaped like ``hs[k]``, each component's distance to
         the nearest point where :meth:`output` jumps or has a kink. Every other pre-activation has
         its kinks at 0 (an activation's), distance ``|h|``. The error model's secant flags and
-        moves the components that their rounding may carry across (:func:`icl_verify.tolerance.identity_bound`)."""
+        moves the components that their rounding may carry across (:func:`icl_verify.error_model.identity.identity_bound`)."""
         return {}
 
     def first_weights(self) -> tuple[torch.Tensor, ...]:

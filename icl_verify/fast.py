@@ -19,7 +19,7 @@ block falls back to one forward pass per prefix, with the same result.
 :func:`position_agreement` and :func:`stack_agreement` (the property suite runs them on every
 registered layer with a fast path): the fast and the generic updates differ by no more than
 ``TAIL`` standard deviations of the two computations' rounding, estimated by Monte Carlo
-arithmetic (:mod:`icl_verify.random_rounding`), since the error model bounds the rounding of an
+arithmetic (:mod:`icl_verify.error_model.monte_carlo`), since the error model bounds the rounding of an
 identity, not that of two evaluations of a layer by different kernels.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from .blocks import ContextualBlock, Decomposition, Stack
 from .claims import Check
 from .dynamics import check_prefix_inputs, prefix_targets, prefix_updates
 from .errors import ICLVerifyError, NonFiniteError, ShapeError
-from .random_rounding import rounding_samples
+from .error_model.monte_carlo import monte_carlo_samples
 from .updates import (ImplicitUpdate, general_update, grad_only_if_inputs_ask, position_updates,
                       query_alone, single_token)
 from .validation import check_finite
@@ -195,7 +195,7 @@ def _factors(fn: Factors) -> Callable[[torch.Tensor], list[torch.Tensor]]:
 def _rounding_variance(fn, x: torch.Tensor, seed: int) -> torch.Tensor:
     """``E ||e||^2`` per entry ``(B, P)`` over every factor, ``e`` the rounding of ``fn``'s
     factors at ``x`` (:data:`AGREEMENT_SAMPLES` draws of Monte Carlo arithmetic)."""
-    draws = rounding_samples(fn, x, AGREEMENT_SAMPLES, seed=seed)
+    draws = monte_carlo_samples(fn, x, AGREEMENT_SAMPLES, seed=seed)
     var = sum(tol.wide(d).square().flatten(3).sum(-1) for d in draws).mean(0)
     if not torch.isfinite(var).all():
         raise NonFiniteError("the rounding of the fast or the generic updates is not finite here")

@@ -176,7 +176,7 @@ enough that some move lands the cancelled pre-activation on either side of the k
 @pytest.mark.parametrize("name", sorted(CANCELLATION))
 def test_cancellation_is_bounded_by_the_secant(name):
     """Where the modelled rounding of a pre-activation reaches its size, the tolerance carries the
-    map's measured change over that reach (``tolerance._secant``). Which way the cancelled sum
+    map's measured change over that reach (:func:`icl_verify.error_model.secant.secant`). Which way the cancelled sum
     rounds depends on the CPU's summation order, so the hard case is built on every CPU: the
     left factors are moved by a few units in the last place each way (:func:`rerounded`), and at
     least one move must lose every digit of the updated side; every move must pass. With the

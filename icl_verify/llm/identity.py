@@ -31,7 +31,7 @@ def identity_errors(lm: AdaptedLM, ids: torch.Tensor, *, dense: bool = False, pr
     (leading dims ``(1,)``). The last position always uses the materialised ``W + dW``; the
     others too with ``dense=True``, else the factored form ``W z + u (r . z)`` (the same matrix,
     without a ``(m, d)`` copy per position). ``terms``, if given, receives ``(L, T)`` tensors: the
-    tolerance and its terms (:func:`icl_verify.tolerance.identity_bound`), relative to ``||y_C||``
+    tolerance and its terms (:func:`icl_verify.error_model.identity.identity_bound`), relative to ``||y_C||``
     like the errors.
     """
     from tqdm.auto import tqdm

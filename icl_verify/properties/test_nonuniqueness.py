@@ -5,7 +5,7 @@ the smallest Frobenius norm among them (``||v|| >= 1/||z_x||`` by Cauchy-Schwarz
 Every such ``v`` is ``z_x / ||z_x||^2 + w`` with ``w . z_x = 0``; the property draws the direction
 of ``w`` from a seed and its size ``t / ||z_x||`` with ``t`` from 0 to 1000 (at 1000 the terms of
 ``v . z_x`` are a thousand times its value, where the rounding of the left factor's terms must scale
-with their size: ``K = ||v∘z_x||`` in :func:`icl_verify.tolerance.left_rounding`).
+with their size: ``K = ||v∘z_x||`` in :func:`icl_verify.error_model.terms.left_factor`).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ GRU_LARGE_V = Case(
     ContextSpec(n=1, batch=1, kind="iid", norm=1.0, spread=1.0, jitter=0.01, seed=36))
 """With ``t = 1000`` the terms of ``v . z_x`` are about a thousand times its value: error/tolerance
 1.79 when the left factor's roundings ignore the size of those terms (``K = 0`` in
-:func:`icl_verify.tolerance.left_rounding`), 0.14 with it (``K = ||v∘z_x|| = 692``)."""
+:func:`icl_verify.error_model.terms.left_factor`), 0.14 with it (``K = ||v∘z_x|| = 692``)."""
 
 
 ALIBI_FLIP = Case(

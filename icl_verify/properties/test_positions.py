@@ -32,7 +32,7 @@ GATED_DELTANET_POST_LN_MEAN = Case(
 spread; the norm's computed mean rounds by about ``u |mean|``, which moves both outputs alike by 80
 roundings, a direction no perturbation of the map's inputs reaches (error/tolerance 1.42 against
 the query, from the stress run); the rounding is now a tap at the norm's output
-(:mod:`icl_verify.rounding_taps`): 0.028."""
+(:mod:`icl_verify.error_model.taps`): 0.028."""
 
 MQA_POST_LN_MEAN = Case(
     BlockSpec("multi_query_attention", "post_ln", d=2, heads=2, hidden=2, act="gelu", scale=3.0, seed=9094,
