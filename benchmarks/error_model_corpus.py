@@ -80,28 +80,28 @@ def _run_claims(jobs) -> dict:
 
 
 def architectures() -> dict:
-    from icl_verify import verify
+    from icl_verify import sweep
     from icl_verify.adapters import get_architecture, list_architectures
 
-    sizes = verify.InstanceSizes()
+    sizes = sweep.InstanceSizes()
 
     def jobs():
         for i, (dt, name) in enumerate((dt, a) for dt in DTYPES for a in list_architectures()):
             info = get_architecture(name)
-            stack = info.build(seed=i, dtype=verify.DTYPES[dt])
-            inputs = verify._inputs(info.width, verify.DTYPES[dt], sizes, i)
-            yield f"{dt}/{name}", verify._claims(stack.blocks[0], stack, *inputs)
+            stack = info.build(seed=i, dtype=sweep.DTYPES[dt])
+            inputs = sweep._inputs(info.width, sweep.DTYPES[dt], sizes, i)
+            yield f"{dt}/{name}", sweep._claims(stack.blocks[0], stack, *inputs)
     return _run_claims(jobs())
 
 
 def layers() -> dict:
-    from icl_verify import verify
+    from icl_verify import sweep
     from icl_verify.blocks import list_compositions
     from icl_verify.layers import list_layers
 
-    sizes = verify.InstanceSizes()
+    sizes = sweep.InstanceSizes()
     todo = [(dt, ly, c) for dt in LAYER_DTYPES for ly in list_layers() for c in list_compositions()]
-    return _run_claims((f"{dt}/{ly}/{c}", verify._instance_checks(ly, c, verify.DTYPES[dt], sizes, i))
+    return _run_claims((f"{dt}/{ly}/{c}", sweep._instance_checks(ly, c, sweep.DTYPES[dt], sizes, i))
                        for i, (dt, ly, c) in enumerate(todo))
 
 

@@ -178,13 +178,13 @@ def test_each_refinement_lowers_a_tolerance(name):
     tolerance they lower: gemma2 in float64, whose post-network RMSNorm computes in float32, so
     both sides' outputs are bitwise their bypass plus one network value (shared pre-activations at
     the first position, additive entries at every one): about ten times lower."""
-    from icl_verify import verify
+    from icl_verify import sweep
     from icl_verify.adapters import get_architecture
 
     pytest.importorskip("transformers")
     info = get_architecture("gemma2")
     block = info.build(seed=0, dtype=torch.float64).blocks[0]
-    context, query, _ = verify._inputs(info.width, torch.float64, verify.InstanceSizes(), 0)
+    context, query, _ = sweep._inputs(info.width, torch.float64, sweep.InstanceSizes(), 0)
     upd = claims.context_update(block, context, query)
     refined = claims.identity(block, upd)
     with catalog.dropped(name):
