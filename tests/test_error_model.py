@@ -353,20 +353,10 @@ def test_subnormal_pre_activations_carry_their_absolute_rounding(dense):
     to ``eta = 3e-8``, and the two sides differ by whole subnormal steps (1.2e-7). The map is made
     the identity (no operation inside it, so no tap): only the pre-activations' own ``eta`` terms
     can allow for that. With them 0.059; without them 1.71."""
-    from icl_verify import build_block
     from icl_verify.updates import updated_inputs
+    from test_error_model_terms import subnormal_update
 
-    block = build_block("softmax_attention", "none", 8, heads=2, seed=0, dtype=torch.float16)
-    block.output = lambda hs, s: hs[0]
-    with torch.no_grad():
-        for w, b in block.first_layers():
-            w.mul_(1e-3)
-            if b is not None:
-                b.zero_()
-    g = torch.Generator().manual_seed(0)
-    context = (torch.randn(2, 3, 8, generator=g) * 1e-2).half()
-    query = (torch.randn(2, 8, generator=g) * 1e-2).half()
-    upd = claims.context_update(block, context, query)
+    block, upd = subnormal_update()
     assert bool((updated_inputs(block, upd)[0][0].abs() < torch.finfo(torch.float16).smallest_normal).all())
     check = claims.identity(block, upd, dense=dense)
     assert check.max_error > 0 and check.passed, check

@@ -51,9 +51,9 @@ def orthogonal_rows(dtype: torch.dtype, d: int, m: int = 4, batch: int = 4) -> c
     return claims.identity(block, upd, dense=False)
 
 
-def subnormal_pre_activations() -> claims.Check:
+def subnormal_update():
     """float16, first matrix scaled to 1e-3, tokens of norm 1e-2, the map the identity: every
-    pre-activation lies among the subnormals and rounds absolutely."""
+    pre-activation lies among the subnormals and rounds absolutely. ``(block, update)``."""
     from icl_verify import build_block
 
     block = build_block("softmax_attention", "none", 8, heads=2, seed=0, dtype=torch.float16)
@@ -66,7 +66,12 @@ def subnormal_pre_activations() -> claims.Check:
     g = torch.Generator().manual_seed(0)
     context = (torch.randn(2, 3, 8, generator=g) * 1e-2).half()
     query = (torch.randn(2, 8, generator=g) * 1e-2).half()
-    return claims.identity(block, claims.context_update(block, context, query), dense=False)
+    return block, claims.context_update(block, context, query)
+
+
+def subnormal_pre_activations() -> claims.Check:
+    """The identity on :func:`subnormal_update`, factored."""
+    return claims.identity(*subnormal_update(), dense=False)
 
 
 def non_uniqueness(case, t: float, seed: int) -> claims.Check:
