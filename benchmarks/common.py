@@ -33,20 +33,23 @@ def setup_torch() -> None:
 
 
 def fast_module():
-    """``icl_verify.fast``, or skip the benchmark on a commit that predates it."""
+    """The module of the fast prefix path, ``icl_verify.prefix_cache`` (``icl_verify.fast`` on
+    older commits), or skip the benchmark on a commit that predates both."""
+    import importlib
     import os
 
     import icl_verify
 
-    try:
-        from icl_verify import fast
-    except ImportError:
-        fast = None
-    # an editable install can supply the work tree's fast.py to an older exported tree
+    # an editable install can supply the work tree's module to an older exported tree
     here = os.path.dirname(os.path.abspath(icl_verify.__path__[0] + "/x"))
-    if fast is None or os.path.dirname(os.path.abspath(fast.__file__)) != here:
-        raise NotImplementedError("icl_verify.fast does not exist at this commit")
-    return fast
+    for name in ("icl_verify.prefix_cache", "icl_verify.fast"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if os.path.dirname(os.path.abspath(module.__file__)) == here:
+            return module
+    raise NotImplementedError("the fast prefix path does not exist at this commit")
 
 
 def make_stack(kind: str, *, d: int = D, depth: int = DEPTH, dtype=torch.float32):

@@ -79,7 +79,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss)
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from icl_verify.fast import stack_prefix_updates
+    from icl_verify.prefix_cache import stack_prefix_updates
     from icl_verify.updates import stack_updates
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -50,7 +50,7 @@ def prefix_updates(block: ContextualBlock, context: torch.Tensor, query: torch.T
     """``dW(c_1..c_i)`` for ``i = 0..n`` against the query alone: leading dims ``(B, n+1)``.
 
     ``context`` ``(B, n, d)`` with ``n >= 1``; ``query`` ``(B, d)``. Entry ``i = 0`` is zero.
-    Generic method (one forward pass per prefix); :mod:`icl_verify.fast` gives the same at the
+    Generic method (one forward pass per prefix); :mod:`icl_verify.prefix_cache` gives the same at the
     cost of one.
     """
     check_prefix_inputs(block, context, query, block_index)

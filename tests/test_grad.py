@@ -7,7 +7,7 @@ import torch
 
 from icl_verify import build_block, build_stack, context_update, position_updates, stack_updates
 from icl_verify.dynamics import prefix_updates
-from icl_verify.fast import fast_prefix_updates, stack_prefix_updates
+from icl_verify.prefix_cache import fast_prefix_updates, stack_prefix_updates
 
 
 def _tensors(update):

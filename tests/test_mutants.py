@@ -16,7 +16,7 @@ from icl_verify.layers import unregister_layer
 from icl_verify.blocks import Decomposition
 from icl_verify.errors import InconsistentEvaluationError
 from icl_verify.strategies import BlockSpec, Case, ContextSpec
-from icl_verify.properties import (test_compositions, test_fast_path, test_rank_bypass, test_sgd, test_telescoping,
+from icl_verify.properties import (test_compositions, test_prefix_cache, test_rank_bypass, test_sgd, test_telescoping,
                         test_theorem)
 from icl_verify.properties._support import not_recorded
 
@@ -162,12 +162,12 @@ MUTANTS = {
                           test_compositions.test_forward_matches_design_table,
                           dict(layer="griffin_recurrent", composition="pre_ln")),
     "step_without_decay": (lambda mp: mp.setattr(GatedLinearAttention, "step", step_without_decay),
-                           test_fast_path.test_fast_prefix_updates, dict(layer="gated_linear_attention")),
+                           test_prefix_cache.test_fast_prefix_updates, dict(layer="gated_linear_attention")),
     "step_without_decay_positions": (lambda mp: mp.setattr(GatedLinearAttention, "step", step_without_decay),
-                                     test_fast_path.test_fast_position_updates,
+                                     test_prefix_cache.test_fast_position_updates,
                                      dict(layer="gated_linear_attention")),
     "step_reading_first_copy": (lambda mp: mp.setattr(GatedLinearAttention, "step", step_reading_first_copy),
-                                test_fast_path.test_fast_position_updates, dict(layer="gated_linear_attention")),
+                                test_prefix_cache.test_fast_position_updates, dict(layer="gated_linear_attention")),
 }
 
 

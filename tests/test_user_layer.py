@@ -99,7 +99,7 @@ def test_builtin_tests_hold_with_a_user_layer_registered(tmp_path):
     """The project's checks of its own layers (a fast path for each, shapes, causality, ...)
     select the built-in layers: a registered layer without a fast path changes none of them."""
     (tmp_path / "other_layers.py").write_text(FORWARD_ONLY)
-    args = ("tests/test_fast.py", "tests/test_layers.py", "-p", "other_layers")
+    args = ("tests/test_prefix_cache.py", "tests/test_layers.py", "-p", "other_layers")
     collected = pytest_run(ROOT, [tmp_path, ROOT], *args, "--collect-only")
     assert "pointwise_user_layer" not in collected and "test_every_builtin_layer_has_a_fast_path" in collected
     out = pytest_run(ROOT, [tmp_path, ROOT], *args, "-k", "every_builtin or registry_not_empty or rng")
@@ -134,7 +134,7 @@ def test_installed_suite_runs_on_a_user_layer_from_any_folder(tmp_path):
     property alone fails on it once ``step`` is wrong."""
     site, work = install(tmp_path), tmp_path / "work"
     work.mkdir()
-    args = ("--pyargs", "icl_verify.properties.test_fast_path", "icl_verify.properties.test_telescoping",
+    args = ("--pyargs", "icl_verify.properties.test_prefix_cache", "icl_verify.properties.test_telescoping",
             "-p", "icl_verify.properties.plugin", "-p", "my_layers",
             "-k", "decaying_rnn and (fast_prefix or increments)", "--report")
     (work / "my_layers.py").write_text(USER_LAYER)

@@ -8,7 +8,7 @@ retention, minGRU) has the form
     out_t = emit(h_t, c_t)                  ((B, T, d))
 
 so one base class gives them the forward scan and the ``states``/``step`` pair of
-:mod:`icl_verify.fast`: the per-prefix states ``h_0..h_n`` of the context, then one batched
+:mod:`icl_verify.prefix_cache`: the per-prefix states ``h_0..h_n`` of the context, then one batched
 step per copy of the query, ``read(h_{i}, c) = emit(transition(h_i, c), c)`` (which a subclass
 may fuse so that the new states are never formed). ``transition``, ``emit`` and ``read`` act on
 any leading dims, so the same code steps one position of the scan or ``n+1`` copies at once.

@@ -17,7 +17,7 @@ from hypothesis import reject, target
 from icl_verify.blocks import build_block, list_compositions
 from icl_verify.claims import Check
 from icl_verify.errors import OUTSIDE_HYPOTHESES
-from icl_verify.fast import has_fast_path
+from icl_verify.prefix_cache import has_fast_path
 from icl_verify.layers import get_layer, list_layers
 
 RATIOS: dict[tuple[str, str], float] = {}
@@ -29,7 +29,7 @@ _RECORDING = [True]
 def layers(*, vanishing: bool | None = None, fast_path: bool | None = None) -> list:
     """Every registered layer name as a pytest parameter (id = the name); with ``vanishing``
     only those whose ``vanishing_increments`` flag equals it, with ``fast_path`` only those
-    whose modules have (or lack) ``states`` and ``step`` (:func:`icl_verify.fast.has_fast_path`)."""
+    whose modules have (or lack) ``states`` and ``step`` (:func:`icl_verify.prefix_cache.has_fast_path`)."""
     return [pytest.param(n, id=n) for n in list_layers()
             if (vanishing is None or get_layer(n).vanishing_increments == vanishing)
             and (fast_path is None or _has_fast_path(n) == fast_path)]

@@ -1,4 +1,4 @@
-"""Fast prefix dynamics and all-position updates (icl_verify.fast) against the generic methods:
+"""Fast prefix dynamics and all-position updates (icl_verify.prefix_cache) against the generic methods:
 every registered layer with a fast path, every composition, stacks, fallbacks, errors."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 from icl_verify.blocks import Block, Stack, build_block, build_stack, get_composition, list_compositions
 from icl_verify.dynamics import prefix_updates
 from icl_verify.errors import DTypeError, EmptyContextError, ShapeError
-from icl_verify.fast import fast_prefix_updates, has_fast_path, stack_prefix_updates
+from icl_verify.prefix_cache import fast_prefix_updates, has_fast_path, stack_prefix_updates
 from icl_verify.layers import get_layer, list_layers
 from icl_verify.networks import MLP
 from icl_verify.updates import position_updates, stack_updates
