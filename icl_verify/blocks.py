@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .layers import get_layer, seeded
+from .layers import get_layer
+from .seeding import seeded
 from .networks import MLP, GatedMLP
 from .registry import Registry
 

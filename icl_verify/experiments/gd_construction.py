@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..blocks import Block, get_composition
-from ..layers import seeded
+from ..seeding import seeded
 from ..layers.linear_attention import LinearAttention
 from ..networks import MLP
 

@@ -16,7 +16,7 @@ import torch
 
 from ..blocks import Block, Stack, get_composition
 from ..errors import ShapeError
-from ..layers import seeded
+from ..seeding import seeded
 from ..layers.attention import SoftmaxAttention
 from ..networks import MLP
 from ..updates import context_update, run_stack_updated, run_updated, stack_updates

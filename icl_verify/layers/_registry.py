@@ -13,7 +13,6 @@ Layers registered by an installed package are found through the entry-point grou
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,6 +21,7 @@ from torch import nn
 
 from ..errors import ShapeError
 from ..registry import Registry
+from ..seeding import seeded
 
 LayerFactory = Callable[..., nn.Module]
 
@@ -99,14 +99,6 @@ class LayerInfo:
 
 
 LAYERS: Registry[LayerInfo] = Registry("layer", entry_point_group="icl_verify.layers")
-
-
-@contextlib.contextmanager
-def seeded(seed: int):
-    """Run a block of code under ``torch.manual_seed(seed)`` without touching the global RNG."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def register_layer(

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._registry import register_layer
-from .griffin import CausalConv1d
+from .conv import CausalConv1d
 from .scan import Scan, heads_of
 
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from ._registry import register_layer
 from .gated_deltanet import unit
-from .griffin import CausalConv1d
+from .conv import CausalConv1d
 from .scan import Scan, heads_of
 
 

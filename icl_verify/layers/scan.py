@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .griffin import CausalConv1d
+from .conv import CausalConv1d
 
 
 Tensors = tuple[torch.Tensor, ...]
