@@ -2,7 +2,7 @@
 
 Every strategy draws a small frozen *description* (sizes, scales, seeds, dtype), never a tensor;
 ``.build()`` / ``.tensors()`` then make the tensors deterministically from the drawn seed with a
-seeded ``torch.Generator`` (or :func:`icl_verify.layers.seeded`). A failing example therefore
+seeded ``torch.Generator`` (or :func:`icl_verify.seeding.seeded`). A failing example therefore
 prints as a short, copy-pasteable line such as
 ``BlockSpec(layer='gru', composition='post_ln', d=3, heads=1, hidden=4, ...)``, and shrinking
 moves towards small widths, short contexts and seed 0.
