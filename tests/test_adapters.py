@@ -13,6 +13,7 @@ from icl_verify.adapters import (  # noqa: E402
 )
 from icl_verify.adapters import hybrid, mamba, mamba2, nemotron_h, recurrent_gemma  # noqa: E402
 from icl_verify.adapters.ffn import Gated  # noqa: E402
+from icl_verify.adapters.gate import layer_gaps, layer_offset  # noqa: E402
 from icl_verify.errors import UnknownLayerError, UnknownNameError, UnsupportedModelError  # noqa: E402
 from icl_verify.through_model import through_model_check  # noqa: E402
 from icl_verify.tolerance import unit_roundoff  # noqa: E402
@@ -192,17 +193,34 @@ def test_recurrent_gemma_matches_transformers_both_block_kinds():
 @pytest.mark.parametrize("make", SSM_LMS.values(), ids=SSM_LMS)
 def test_whole_ssm_model_matches_transformers(make):
     """Each layer's input and output to float64 rounding; the logits to float32 rounding, since
-    these models' own forward rounds its logits to float32 (the adapted head keeps float64)."""
+    these models' own forward rounds its logits to float32 (the adapted head keeps float64).
+    The model's hidden states are layer inputs or layer outputs (Mamba-2 switched from outputs
+    to inputs in transformers 5.25); the first entry says which."""
     model = make()
     lm = adapt_causal_lm(model)
     ids = _ids()
     out = model(ids, output_hidden_states=True, use_cache=False)
     xs = lm.stack.block_inputs(lm.embed(ids))
-    shift = 0 if model.config.model_type == "nemotron_h" else 1  # layer inputs, or Mamba's layer outputs
-    for l in range(len(lm.stack)):
-        assert _rel(xs[l + shift], out.hidden_states[l]) <= TOL
+    assert len(out.hidden_states) == len(lm.stack) + 1
+    assert max(layer_gaps(out.hidden_states, xs)) <= TOL
     assert out.logits.dtype == torch.float32
     assert _rel(lm.head(xs[-1]), out.logits.double()) <= unit_roundoff(torch.float32)
+
+
+def test_hidden_state_convention_is_read_from_the_model():
+    """Mamba records layer outputs, Nemotron-H layer inputs, Mamba-2 layer outputs up to
+    transformers 5.24 and layer inputs from 5.25 (its forward records through ``capture_outputs``);
+    the convention read off the first entry is each of these."""
+    from packaging.version import Version
+    import transformers
+
+    mamba2_offset = 0 if Version(transformers.__version__) >= Version("5.25.0.dev0") else 1
+    for make, offset in [(SSM_LMS["mamba"], 1), (SSM_LMS["nemotron_h"], 0), (SSM_LMS["mamba2"], mamba2_offset)]:
+        model = make()
+        lm = adapt_causal_lm(model)
+        ids = _ids()
+        xs = lm.stack.block_inputs(lm.embed(ids))
+        assert layer_offset(model(ids, output_hidden_states=True, use_cache=False).hidden_states, xs) == offset
 
 
 def test_nemotron_h_block_kinds_and_moe_block_is_a_typed_error():
