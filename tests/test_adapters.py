@@ -2,19 +2,27 @@
 the implicit-update identities hold on every registered tiny architecture."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 pytest.importorskip("transformers", reason="the adapters need the optional extra: pip install '.[models]'")
 
 from icl_verify.adapters import (  # noqa: E402
-    LayerRecord, adapt_causal_lm, adapt_record_lm, get_architecture, list_architectures, list_records,
-    tiny_causal_lm,
+    AdaptedLM, LayerRecord, adapt_causal_lm, adapt_record_lm, get_architecture, list_architectures, list_records,
+    register_record, tiny_causal_lm,
 )
+from icl_verify.adapters.catalog import POST_NORMS  # noqa: E402
 from icl_verify.adapters import hybrid, mamba, mamba2, nemotron_h, recurrent_gemma  # noqa: E402
 from icl_verify.adapters.ffn import Gated  # noqa: E402
-from icl_verify.adapters.gate import layer_gaps, layer_offset  # noqa: E402
-from icl_verify.errors import UnknownLayerError, UnknownNameError, UnsupportedModelError  # noqa: E402
+from icl_verify.adapters.gate import (  # noqa: E402
+    check_reconstruction, layer_gaps, layer_offset, probe_ids, reconstruction,
+)
+from icl_verify.adapters.moe import MoE  # noqa: E402
+from icl_verify.errors import (  # noqa: E402
+    ReconstructionError, UnknownLayerError, UnknownNameError, UnsupportedModelError,
+)
 from icl_verify.through_model import through_model_check  # noqa: E402
 from icl_verify.tolerance import unit_roundoff  # noqa: E402
 from icl_verify.updates import (  # noqa: E402
@@ -202,7 +210,7 @@ def test_whole_ssm_model_matches_transformers(make):
     out = model(ids, output_hidden_states=True, use_cache=False)
     xs = lm.stack.block_inputs(lm.embed(ids))
     assert len(out.hidden_states) == len(lm.stack) + 1
-    assert max(layer_gaps(out.hidden_states, xs)) <= TOL
+    assert max(layer_gaps(out.hidden_states, xs).values()) <= TOL
     assert out.logits.dtype == torch.float32
     assert _rel(lm.head(xs[-1]), out.logits.double()) <= unit_roundoff(torch.float32)
 
@@ -356,3 +364,85 @@ def test_through_model_check_works_for_hand_written_adapters():
     with torch.no_grad():
         check = through_model_check(lm, ids, stack_updates(lm.stack, lm.embed(ids)))
     assert check["logits_rel_diff"] <= 1e-6 and check["control_rel_diff"] >= 1e-2
+
+
+# --- the reconstruction gate -------------------------------------------------------------------
+
+DEEPSEEK_V3 = dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=24, n_group=1, topk_group=1,
+                   first_k_dense_replace=0, q_lora_rank=16, kv_lora_rank=8, qk_rope_head_dim=4, qk_nope_head_dim=4,
+                   v_head_dim=8, head_dim=None, num_key_value_heads=4, experts_implementation="eager")
+FLEX_OLMO = dict(num_experts=4, num_experts_per_tok=2, experts_implementation="eager")
+QWEN2_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24, shared_expert_intermediate_size=40,
+                 experts_implementation="eager")
+
+
+@pytest.fixture
+def user_registries(monkeypatch):
+    """Records a test registers (as a user would, with ``register_record``) are forgotten after it."""
+    from icl_verify.adapters import _registry, records
+
+    for registry in (records.RECORDS, _registry.MODEL_ADAPTERS, _registry.ARCHITECTURES):
+        monkeypatch.setattr(registry, "_records", dict(registry._records))
+    monkeypatch.setattr(records, "TINY", dict(records.TINY))
+
+
+PLANTED = [  # records a user could write, each describing a network other than the model's
+    pytest.param(LayerRecord("deepseek_v3", MoE()), DEEPSEEK_V3, id="softmax_routing_for_sigmoid_no_shared"),
+    pytest.param(LayerRecord("qwen2_moe", MoE()), QWEN2_MOE, id="shared_expert_left_out"),
+    pytest.param(LayerRecord("olmo2", Gated()), {}, id="post_norm_left_out"),
+    pytest.param(LayerRecord("flex_olmo", MoE()), FLEX_OLMO, id="moe_post_norm_left_out"),
+]
+
+
+@pytest.mark.parametrize("record, tiny", PLANTED)
+def test_planted_wrong_record_is_refused(user_registries, record, tiny):
+    """A registered record whose decomposition is another network: adapting the model, and
+    building its tiny architecture, raise ReconstructionError naming the first layer that differs."""
+    register_record(record, tiny=tiny, replace=True)
+    model = tiny_causal_lm(record.model_type)
+    with pytest.raises(ReconstructionError, match=r"the output of layer 0 differs by 0\.[1-9]"):
+        adapt_causal_lm(model)
+    with pytest.raises(ReconstructionError, match="layer 0"):
+        get_architecture(record.model_type).build()
+
+
+def test_correct_user_record_passes(user_registries):
+    """FlexOlmo (post-norms around a mixture of experts, no pre-norm) registered by a user with
+    the right record: the gate passes, and every layer and the logits match the model."""
+    register_record(LayerRecord("flex_olmo", MoE(), **POST_NORMS), tiny=FLEX_OLMO)
+    model = tiny_causal_lm("flex_olmo")
+    lm = adapt_causal_lm(model)
+    assert check_reconstruction(lm).ratio <= 1
+    assert_matches_transformers(model, lm)
+
+
+def test_gate_names_the_first_layer_that_differs():
+    """Only layer 1 of a 3-layer Olmo 2 model loses its post-norm: the error names layer 1. (The
+    last layer's output shows in the logits: Olmo 2 records layer inputs, then the final norm.)"""
+    model = tiny_causal_lm("olmo2", num_hidden_layers=3)
+    lm = adapt_causal_lm(model)
+    block = lm.stack.blocks[1]
+    block.record = dataclasses.replace(block.record, post_ffn_norm=None)
+    rec = reconstruction(lm, probe_ids(model))
+    assert rec.stages[rec.first_mismatch()] == "layer 1"
+    with pytest.raises(ReconstructionError, match="the output of layer 1 differs"):
+        check_reconstruction(lm)
+
+
+def test_adapter_that_cannot_run_is_unsupported_not_a_traceback(user_registries):
+    """A record naming a module the layer does not have fails in the adapter's forward: a typed
+    error naming the model type, not an AttributeError from inside the layer."""
+    register_record(LayerRecord("llama", Gated(), bypass="no_such_norm"), replace=True)
+    with pytest.raises(UnsupportedModelError, match="'llama' cannot run where its model runs: AttributeError"):
+        adapt_causal_lm(tiny_causal_lm("llama"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", ARCHS)
+def test_every_architecture_passes_the_gate(name, dtype):
+    """Every registered architecture's factory gives an adapted model (so ``build`` gates it) whose
+    layers and logits reproduce the model's own forward within the gate's tolerance."""
+    lm = get_architecture(name).factory(seed=1, dtype=dtype)
+    assert isinstance(lm, AdaptedLM)
+    rec = check_reconstruction(lm)
+    assert len(rec.stages) == len(lm.stack) + 1 and rec.ratio <= 1

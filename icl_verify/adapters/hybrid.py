@@ -184,10 +184,10 @@ def register_hybrid(record: HybridRecord, tiny, *, tags: tuple[str, ...] = ()) -
     RECORDS.add(record.model_type, record)
     register_model_adapter(record.model_type, lambda model: adapt_hybrid_lm(model, record))
 
-    def factory(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> Stack:
-        return adapt_hybrid_lm(tiny(seed=seed, dtype=dtype), record).stack
+    def factory(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> AdaptedLM:
+        return adapt_hybrid_lm(tiny(seed=seed, dtype=dtype), record)
 
-    factory.__doc__ = f"Adapter stack of a tiny random {record.model_type} (width 32, 4 layers)."
+    factory.__doc__ = f"A tiny random {record.model_type} (width 32, 4 layers), adapted."
     register_architecture(record.model_type, factory, tags=("hybrid", "pre_rms", "gated") + tuple(tags))
     return record
 

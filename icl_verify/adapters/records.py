@@ -256,10 +256,10 @@ def register_record(record: LayerRecord, *, tiny: dict | None = None, tags: tupl
     register_model_adapter(record.model_type, lambda model: adapt_record_lm(model, record), replace=replace)
     TINY[record.model_type] = dict(tiny or {})
     if architecture:
-        def factory(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> Stack:
-            return adapt_record_lm(tiny_causal_lm(record.model_type, seed=seed, dtype=dtype), record).stack
+        def factory(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> AdaptedLM:
+            return adapt_record_lm(tiny_causal_lm(record.model_type, seed=seed, dtype=dtype), record)
 
-        factory.__doc__ = f"Adapter stack of a tiny random {record.model_type} (width 32, 2 layers)."
+        factory.__doc__ = f"A tiny random {record.model_type} (width 32, 2 layers), adapted."
         register_architecture(record.model_type, factory, tags=("record", record.wiring) + tuple(tags),
                               replace=replace)
     return record

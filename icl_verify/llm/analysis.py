@@ -55,7 +55,7 @@ def analyse(model, tokenizer, prompt: Prompt, *, dtypes=("float32", "float64"), 
             for name in dtypes:
                 try:
                     cast(getattr(torch, name))
-                    lm = adapt_causal_lm(model)
+                    lm = adapt_causal_lm(model, ids)
                     terms[name] = {}
                     errors[name], ratios[name], last = identity_errors(lm, ids, dense=dense, progress=progress,
                                                                        terms=terms[name])
