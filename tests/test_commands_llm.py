@@ -69,3 +69,63 @@ def test_default_out_is_a_named_folder(tmp_path, monkeypatch, capsys):
     assert out[0] == f"icl-verify llm: writing the CSV, JSON and PNG files to {folder.resolve()}/"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["icl-verify-llm"]
     assert (folder / "summary.json").is_file() and (folder / "llm_analysis.png").is_file()
+
+
+def _run_on(model, tmp_path, monkeypatch, capsys, analyse=None) -> tuple[int, str, str]:
+    """``icl-verify llm`` on ``model`` (float64, one shot) with a character tokenizer, and
+    ``analyse`` in place of the analysis if given: ``(exit status, stdout, stderr)``."""
+    import icl_verify.llm
+
+    monkeypatch.setattr(icl_verify.llm, "load_model", lambda *a, **k: (model, CharTokenizer()))
+    if analyse is not None:
+        monkeypatch.setattr(icl_verify.llm, "analyse", analyse)
+    code = main(["llm", "--task", "antonyms", "--shots", "1", "--dtype", "float64", "--no-progress",
+                 "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _failing(claim: str):
+    """The real analysis with one claim made to fail."""
+    import icl_verify.llm
+
+    real = icl_verify.llm.analyse
+
+    def analyse(*args, **kwargs):
+        a = real(*args, **kwargs)
+        if claim == "identity":
+            a.ratios["float64"][-1, -1] = 2.0
+        else:
+            a.query_check["float64"]["same_prediction"] = False
+        return a
+    return analyse
+
+
+@pytest.mark.parametrize("claim", ["identity", "query_alone"])
+def test_exit_status_is_nonzero_when_a_claim_fails(claim, tmp_path, monkeypatch, capsys):
+    """The next token is the same; the status still says that a claim failed, and which."""
+    pytest.importorskip("transformers", reason="the LLM analysis needs pip install '.[models]'")
+    from icl_verify.adapters.llama import tiny_lm
+
+    model = tiny_lm("llama").requires_grad_(False)
+    code, out, _ = _run_on(model, tmp_path, monkeypatch, capsys)
+    assert code == 0 and "verdict: every claim holds" in out
+    code, out, _ = _run_on(model, tmp_path, monkeypatch, capsys, _failing(claim))
+    assert code == 1
+    assert ("identity error over tolerance 2" if claim == "identity" else "predicts another next token") in out
+
+
+def test_gate_refusal_is_one_line_and_no_verdict(tmp_path, monkeypatch, capsys):
+    """A model whose record describes another network (Olmo 2 read without its post-norms): one
+    line on stderr naming the layer, exit status 1, no table and no verdict."""
+    pytest.importorskip("transformers", reason="the LLM analysis needs pip install '.[models]'")
+    from icl_verify.adapters import LayerRecord, _registry, records, tiny_causal_lm
+    from icl_verify.adapters.ffn import Gated
+
+    for registry in (records.RECORDS, _registry.MODEL_ADAPTERS):
+        monkeypatch.setattr(registry, "_records", dict(registry._records))
+    records.register_record(LayerRecord("olmo2", Gated()), architecture=False, replace=True)
+    code, out, err = _run_on(tiny_causal_lm("olmo2").requires_grad_(False), tmp_path, monkeypatch, capsys)
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and "the output of layer 0 differs" in err
+    assert "implicit updates per layer" not in out and "verdict" not in out
