@@ -129,3 +129,27 @@ def test_gate_refusal_is_one_line_and_no_verdict(tmp_path, monkeypatch, capsys):
     assert code == 1
     assert len(err.strip().splitlines()) == 1 and "the output of layer 0 differs" in err
     assert "implicit updates per layer" not in out and "verdict" not in out
+
+
+@pytest.mark.parametrize("model_type, config, reason", [
+    ("rwkv", dict(vocab_size=64, hidden_size=16, num_hidden_layers=2), "token shift"),
+    ("t5", dict(vocab_size=64, d_model=16, num_layers=2), "is not a causal language model"),
+])
+def test_unsupported_type_is_refused_from_config_before_any_weight(model_type, config, reason, tmp_path,
+                                                                   monkeypatch, capsys):
+    """A folder with a config.json of a type that cannot be adapted and a corrupt weights file:
+    one line naming the reason, exit status 2, and the loader is never called."""
+    pytest.importorskip("transformers", reason="the LLM analysis needs pip install '.[models]'")
+    import transformers
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("no weight may be read for an unsupported model type")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_loading)
+    model_dir = tmp_path / "model"
+    transformers.AutoConfig.for_model(model_type, **config).save_pretrained(model_dir)
+    (model_dir / "model.safetensors").write_bytes(b"not a weights file")
+    code = main(["llm", "--model", str(model_dir), "--no-progress", "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and reason in err and repr(model_type) in err

@@ -235,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         model, tok = load_model(args.model, device=args.device, device_map=args.device_map)
-    except (ImportError, FileNotFoundError) as exc:
+    except (ImportError, FileNotFoundError, ICLVerifyError) as exc:  # ICLVerifyError: refused from config.json
         print(f"icl-verify llm: {exc}", file=sys.stderr)
         return 2
     if args.prompt is not None:
