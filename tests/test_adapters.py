@@ -168,14 +168,47 @@ def test_moe_update_covers_router_and_every_expert(model_type):
 
 
 def test_bad_layout_is_a_typed_error():
-    """A record that does not describe the model, and a model type without any adapter, fail
-    with typed errors saying why."""
+    """A record that does not describe the model fails with a typed error saying why."""
     with pytest.raises(UnsupportedModelError, match="layout"):
         adapt_record_lm(tiny_causal_lm("gpt2"), LayerRecord("gpt2", Gated()))
-    model = tiny_causal_lm("llama")
+
+
+@pytest.mark.parametrize("model_type, wiring, post_norm", [
+    ("llama", "sequential", None), ("olmo2", "sequential", "post_feedforward_layernorm"),
+    ("gemma2", "sequential", "post_feedforward_layernorm"), ("gpt_neox", "parallel", None), ("gpt2", "sequential", None),
+    ("openai-gpt", "post", "ln_2"), ("opt", "sequential", None),
+])
+def test_type_without_record_is_recognised_from_its_module_tree(model_type, wiring, post_norm):
+    """A model whose type has no record (or whose name is changed): the record inferred from its
+    modules has the expected wiring and post-norm, calls each layer as the model does, and the
+    adapted model matches the unmodified one at every layer and in the logits."""
+    model = tiny_causal_lm(model_type)
     model.config.model_type = "no_such_type"
-    with pytest.raises(UnknownNameError, match="no_such_type"):
+    lm = adapt_causal_lm(model)
+    block = lm.stack.blocks[0]
+    assert block.record.model_type == "no_such_type" and block.record.own_calls
+    assert (block.wiring, block.record.post_ffn_norm) == (wiring, post_norm)
+    assert_matches_transformers(model, lm)
+
+
+def test_recognised_record_is_gated(monkeypatch):
+    """A recognised record is a proposal: one that leaves out Olmo 2's post-norms is refused."""
+    from icl_verify.adapters import recognise
+
+    model = tiny_causal_lm("olmo2")
+    model.config.model_type = "no_such_type"
+    right = recognise.recognise
+    monkeypatch.setattr(recognise, "recognise", lambda m: dataclasses.replace(right(m), post_ffn_norm=None))
+    with pytest.raises(ReconstructionError, match="layer 0"):
         adapt_causal_lm(model)
+
+
+def test_unrecognised_layout_names_the_part():
+    """BLOOM adds the residual inside its MLP: no wiring reproduces the layer; the error names
+    what was looked for, and the override."""
+    with pytest.raises(UnsupportedModelError, match=r"'bloom'\) is not recognised: the decoder layer's output is "
+                                                    r"none of .*register_record"):
+        adapt_causal_lm(tiny_causal_lm("bloom"))
 
 
 def test_mamba_matches_transformers():

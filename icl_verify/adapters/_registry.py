@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from ..blocks import Stack
-from ..errors import UnknownNameError
 from ..registry import Registry
 from ._common import INSTALL_HINT, transformers_available
 from .gate import check_reconstruction
@@ -126,20 +125,20 @@ def register_model_adapter(model_type: str, fn: Callable[[nn.Module], AdaptedLM]
 def adapt_causal_lm(model: nn.Module, ids: torch.Tensor | None = None) -> AdaptedLM:
     """Wrap a loaded ``transformers`` causal LM as :class:`AdaptedLM` (no copy of weights), once
     its adapter reproduces the model's own forward on ``ids`` ``(B, T)`` (default: two random
-    probe sequences) in the model's current dtype (the reconstruction gate, :mod:`.gate`).
+    probe sequences) in the model's current dtype (the reconstruction gate, :mod:`.gate`). The
+    adapter is the one registered for ``config.model_type``, else a record recognised from the
+    model's module tree (:mod:`.recognise`).
 
     Raises:
-        UnknownNameError: no adapter for the model's ``config.model_type``.
+        UnsupportedModelError: no adapter, and the layout is not recognised (the part is named).
         ReconstructionError: the adapter's layers or logits differ from the model's own.
     """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    try:
-        adapt = MODEL_ADAPTERS.get(model_type)
-    except UnknownNameError as exc:
-        raise UnknownNameError(
-            f"{exc}. No adapter describes the layers of model type {model_type!r}; if its decoder layers "
-            "read the mixed stream through a dense first matrix, describe them with "
-            "icl_verify.adapters.register_record(LayerRecord(...))") from None
-    lm = adapt(model)
+    if model_type in MODEL_ADAPTERS:
+        lm = MODEL_ADAPTERS.get(model_type)(model)
+    else:
+        from .recognise import adapt_recognised
+
+        lm = adapt_recognised(model)
     check_reconstruction(lm, ids)
     return lm

@@ -1,0 +1,195 @@
+"""Structural recognition: a :class:`~icl_verify.adapters.LayerRecord` inferred from a model's
+module tree and one probe forward, for a model type with no record.
+
+From the module tree: the decoder layer list (the shallowest ``ModuleList`` of
+``num_hidden_layers`` modules), the final norm (the last norm outside it), each layer's
+attention (a child named ``*attn*``/``*attention*``) and network (a child named ``mlp``,
+``feed_forward``, ``ffn``, ...). From the probe (first layer, hooks only): the first matrices,
+the ``Linear``/``Conv1D`` modules of the network reading the network's own input ``z``; then the
+wiring, the one of these that reproduces the layer's output ``y`` from its input ``x``::
+
+    sequential   z = B(s) for a norm B of the layer:   y = s + f   or   y = s + N(f)
+    no pre-norm  s = z:                                  y = z + N(f)
+    parallel     z = B(x):                               y = x + a + f     (a: the attention's output)
+    post         s = z:                                  y = N(z + f)
+
+The network is read by :class:`~icl_verify.adapters.ffn.OwnForward` (its own forward from the
+first matrices' outputs) and each layer is called with the model's own arguments
+(``own_calls``). A record is only a proposal: :func:`~icl_verify.adapters.adapt_causal_lm`
+accepts it when the reconstruction gate passes. Whatever is not found is an
+:class:`~icl_verify.errors.UnsupportedModelError` naming the part.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedModelError
+from ._common import run_until
+from .ffn import OwnForward, Plain, module_at
+from .gate import _gap, gate_tolerance, probe_ids
+from .records import LayerRecord
+
+NETWORKS = ("mlp", "feed_forward", "ffn", "ffw", "block_sparse_moe", "moe", "feedforward", "mlp_block")
+"""Names of a layer's network child, in order of preference."""
+
+ATTENTION = re.compile(r"attn|attention")
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return "norm" in type(module).__name__.lower()
+
+
+def _dense(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def layer_list(model: nn.Module) -> str:
+    """Path of the decoder layers: the shallowest ``ModuleList`` of ``num_hidden_layers`` modules."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    n = getattr(config, "num_hidden_layers", None)
+    found = [name for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n and n]
+    if not found:
+        raise UnsupportedModelError(f"{_kind(model)}: no list of its {n} decoder layers in the module tree")
+    return min(found, key=lambda name: name.count("."))
+
+
+def final_norm(model: nn.Module, layers: str) -> str | None:
+    """Path of the last norm registered outside the decoder layers (and the embeddings), or ``None``."""
+    names = [name for name, m in model.named_modules()
+             if _is_norm(m) and not name.startswith(layers + ".") and "embed" not in name and name]
+    return names[-1] if names else None
+
+
+def _kind(model: nn.Module) -> str:
+    return f"{type(model).__name__} (model type {getattr(model.config, 'model_type', None)!r})"
+
+
+def _children(layer: nn.Module) -> tuple[str | None, str | None]:
+    """``(attention, network)`` child names of a decoder layer (network ``None``: its matrices are
+    the layer's own children, as in OPT)."""
+    names = [n for n, _ in layer.named_children()]
+    attention = next((n for n, m in layer.named_children() if ATTENTION.search(n) and not _is_norm(m)), None)
+    return attention, next((n for n in NETWORKS if n in names), None)
+
+
+def _probe(model: nn.Module, layers: nn.ModuleList, attention: str | None, network: str | None) -> dict[str, Any]:
+    """Tensors of the first layer on a probe forward: its input ``x`` and output ``y``, the
+    network's input ``z`` and output ``f`` (no network module: the first dense child's input and
+    the last one's output), each dense module's input and output (in call order), each norm
+    child's input and output, the attention's first output ``a``."""
+    layer = layers[0]
+    net = layer if network is None else getattr(layer, network)
+    denses = ([(n, m) for n, m in layer.named_children() if _dense(m)] if network is None
+              else [(n, m) for n, m in net.named_modules() if _dense(m)])
+    got: dict[str, Any] = {"dense": {}, "norms": {}}
+    hooks = []
+
+    def keep(key, sub=None):
+        def hook(_m, args, kwargs, out):
+            x = args[0] if args else next(iter(kwargs.values()))
+            y = out[0] if isinstance(out, (tuple, list)) else out
+            (got if sub is None else got[sub])[key] = (x, y)
+        return hook
+
+    hooks.append(layer.register_forward_hook(keep("layer"), with_kwargs=True))
+    if network is not None:
+        hooks.append(net.register_forward_hook(keep("network"), with_kwargs=True))
+    if attention is not None:
+        hooks.append(getattr(layer, attention).register_forward_hook(keep("attention"), with_kwargs=True))
+    for name, m in denses:
+        hooks.append(m.register_forward_hook(keep(name, "dense"), with_kwargs=True))
+    for name, m in layer.named_children():
+        if _is_norm(m):
+            hooks.append(m.register_forward_hook(keep(name, "norms"), with_kwargs=True))
+    try:
+        with torch.no_grad():
+            run_until(layers[1] if len(layers) > 1 else layer,
+                      lambda: model(input_ids=probe_ids(model, t=6)[:1], use_cache=False))
+    finally:
+        for h in hooks:
+            h.remove()
+    if network is None and got["dense"]:
+        called = list(got["dense"].values())
+        got["network"] = (called[0][0], called[-1][1])
+    if "layer" not in got or "network" not in got:
+        raise UnsupportedModelError("the probe forward never reached the first decoder layer's network")
+    return got
+
+
+def _reader(layer: nn.Module, network: str | None, got: dict[str, Any]):
+    """The network reader: :class:`OwnForward` of the network module, or (no network module) a
+    :class:`Plain` of the layer's two dense children and its activation child."""
+    z = got["network"][0]
+    first = tuple(name for name, (inp, _) in got["dense"].items() if inp.shape == z.shape and torch.equal(inp, z))
+    if network is not None and first:
+        return OwnForward(network, first)
+    if network is None and len(got["dense"]) == 2 and len(first) == 1:
+        acts = [n for n, m in layer.named_children() if "act" in n.lower() or "activation" in type(m).__name__.lower()]
+        if len(acts) == 1:
+            return Plain(first[0], acts[0], list(got["dense"])[-1])
+    where = "the layer's children" if network is None else f"the network {network!r}"
+    kinds = sorted({type(m).__name__ for m in (layer if network is None else getattr(layer, network)).modules()})
+    raise UnsupportedModelError(f"no dense first matrix reading the network's input z in {where} "
+                                f"(its modules: {', '.join(kinds[:8])})")
+
+
+def _wiring(got: dict[str, Any], layer: nn.Module, attention: str | None) -> dict[str, Any]:
+    """The record fields of the wiring that reproduces the probed layer's output (module docstring)."""
+    x, y = got["layer"]
+    z, f = got["network"]
+    tol = 8 * gate_tolerance(1, y.shape[-1], y.dtype)
+    z, f = z.reshape(x.shape[:-1] + z.shape[-1:]), f.reshape(y.shape)  # OPT flattens (B, T) inside the layer
+    near = lambda a, b: a.numel() == b.numel() and _gap(a.reshape(b.shape), b) <= tol  # noqa: E731
+    norms = got["norms"]
+    apply = {n: (lambda t, n=n: getattr(layer, n)(t)) for n in norms}
+    for b, (s, out) in norms.items():
+        if near(out, z):
+            if near(s + f, y):
+                return dict(bypass=b)
+            for n in apply:
+                if n != b and near(s + apply[n](f), y):
+                    return dict(bypass=b, post_ffn_norm=n)
+            if attention is not None and "attention" in got and near(s, x) and near(x + got["attention"][1] + f, y):
+                return dict(wiring="parallel", attention=attention)
+    for n in apply:
+        if near(z + apply[n](f), y):
+            return dict(bypass=None, post_ffn_norm=n)
+        if near(apply[n](z + f), y):
+            return dict(wiring="post", bypass=None, post_ffn_norm=n)
+    raise UnsupportedModelError("the decoder layer's output is none of s + f, s + N(f), x + a + f, N(s + f) "
+                                f"for its norms ({', '.join(norms) or 'none'}) and its network's output f")
+
+
+def recognise(model: nn.Module) -> LayerRecord:
+    """A record of ``model``'s layout inferred from its module tree and a probe forward (module
+    docstring); :class:`UnsupportedModelError` naming the part that is not recognised."""
+    layers_path = layer_list(model)
+    layers = module_at(model, layers_path)
+    try:
+        attention, network = _children(layers[0])
+        got = _probe(model, layers, attention, network)
+        ffn = _reader(layers[0], network, got)
+        wiring = _wiring(got, layers[0], attention)
+    except UnsupportedModelError as exc:
+        raise UnsupportedModelError(f"{_kind(model)} is not recognised: {exc}") from None
+    return LayerRecord(model.config.model_type, ffn, layers=layers_path,
+                       final_norm=final_norm(model, layers_path), rotary=None, own_calls=True, **wiring)
+
+
+def adapt_recognised(model: nn.Module):
+    """:func:`~icl_verify.adapters.records.adapt_record_lm` through :func:`recognise`'s record, with
+    a hint at the override when nothing is recognised."""
+    from .records import adapt_record_lm
+
+    try:
+        record = recognise(model)
+    except UnsupportedModelError as exc:
+        raise UnsupportedModelError(
+            f"{exc}. No record describes model type {model.config.model_type!r} either; if its decoder layers read "
+            "the mixed stream through a dense first matrix, describe them with "
+            "icl_verify.adapters.register_record(LayerRecord(...))") from None
+    return adapt_record_lm(model, record)
