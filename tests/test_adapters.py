@@ -177,12 +177,15 @@ def test_bad_layout_is_a_typed_error():
     ("llama", "sequential", None), ("olmo2", "sequential", "post_feedforward_layernorm"),
     ("gemma2", "sequential", "post_feedforward_layernorm"), ("gpt_neox", "parallel", None), ("gpt2", "sequential", None),
     ("openai-gpt", "post", "ln_2"), ("opt", "sequential", None),
+    ("flex_olmo", "sequential", "post_feedforward_layernorm"), ("qwen2_moe", "sequential", None),
 ])
 def test_type_without_record_is_recognised_from_its_module_tree(model_type, wiring, post_norm):
     """A model whose type has no record (or whose name is changed): the record inferred from its
     modules has the expected wiring and post-norm, calls each layer as the model does, and the
-    adapted model matches the unmodified one at every layer and in the logits."""
-    model = tiny_causal_lm(model_type)
+    adapted model matches the unmodified one at every layer and in the logits. Mixtures of
+    experts (FlexOlmo; Qwen2-MoE and its gated shared expert) get the reader whose routing passes
+    the gate."""
+    model = tiny_causal_lm(model_type, **{"flex_olmo": FLEX_OLMO, "qwen2_moe": QWEN2_MOE}.get(model_type, {}))
     model.config.model_type = "no_such_type"
     lm = adapt_causal_lm(model)
     block = lm.stack.blocks[0]
@@ -198,7 +201,7 @@ def test_recognised_record_is_gated(monkeypatch):
     model = tiny_causal_lm("olmo2")
     model.config.model_type = "no_such_type"
     right = recognise.recognise
-    monkeypatch.setattr(recognise, "recognise", lambda m: dataclasses.replace(right(m), post_ffn_norm=None))
+    monkeypatch.setattr(recognise, "recognise", lambda m: [dataclasses.replace(r, post_ffn_norm=None) for r in right(m)])
     with pytest.raises(ReconstructionError, match="layer 0"):
         adapt_causal_lm(model)
 

@@ -139,6 +139,6 @@ def adapt_causal_lm(model: nn.Module, ids: torch.Tensor | None = None) -> Adapte
     else:
         from .recognise import adapt_recognised
 
-        lm = adapt_recognised(model)
+        return adapt_recognised(model, ids)
     check_reconstruction(lm, ids)
     return lm

@@ -1,5 +1,5 @@
 """Mixture-of-experts feed-forward (transformers 5.x layout): a top-k router and experts fused
-into 3-D parameters, optionally a shared expert with a sigmoid gate.
+into 3-D parameters, optionally a shared expert, with or without a sigmoid gate.
 
 The router reads the same ``z`` ``(B, T, d)`` as the experts, so every matrix reading ``z`` is a
 first matrix: the router ``W_r`` ``(E, d)``, each expert's ``gate_up_proj[e]`` ``(2m, d)`` (a view
@@ -35,7 +35,8 @@ class MoE:
         renormalize: divide the top-k weights by their sum; ``None``: the router's
             ``norm_topk_prob``.
         cast_back: cast the top-k weights back to the logits' dtype (Mixtral keeps float32).
-        shared, shared_gate: a shared expert (gated MLP) and its ``Linear(d, 1)`` sigmoid gate.
+        shared, shared_gate: a shared expert (gated MLP) and its ``Linear(d, 1)`` sigmoid gate
+            (``None``: the shared expert is added ungated).
     """
 
     block: str = "mlp"
@@ -59,7 +60,8 @@ class MoE:
         shared = self._shared()
         if shared is not None:
             out += list(shared.first_layers(layer))
-            out.append(dense_of(module_at(layer, f"{self.block}.{self.shared_gate}")))
+            if self.shared_gate is not None:
+                out.append(dense_of(module_at(layer, f"{self.block}.{self.shared_gate}")))
         return tuple(out)
 
     def routing_weights(self, layer: nn.Module, logits: torch.Tensor) -> torch.Tensor:
@@ -100,5 +102,5 @@ class MoE:
         shared = self._shared()
         if shared is not None:
             f_shared = shared.rest(layer, hs[1 + n: 3 + n])
-            out = out + torch.sigmoid(hs[3 + n]) * f_shared
+            out = out + (f_shared if self.shared_gate is None else torch.sigmoid(hs[3 + n]) * f_shared)
         return out.to(hs[0].dtype)

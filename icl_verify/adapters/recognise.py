@@ -22,15 +22,17 @@ accepts it when the reconstruction gate passes. Whatever is not found is an
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import UnsupportedModelError
+from ..errors import ReconstructionError, UnsupportedModelError
 from ._common import run_until
 from .ffn import OwnForward, Plain, module_at
-from .gate import _gap, gate_tolerance, probe_ids
+from .moe import MoE
+from .gate import _gap, check_reconstruction, gate_tolerance, probe_ids
 from .records import LayerRecord
 
 NETWORKS = ("mlp", "feed_forward", "ffn", "ffw", "block_sparse_moe", "moe", "feedforward", "mlp_block")
@@ -76,12 +78,13 @@ def _children(layer: nn.Module) -> tuple[str | None, str | None]:
     return attention, next((n for n in NETWORKS if n in names), None)
 
 
-def _probe(model: nn.Module, layers: nn.ModuleList, attention: str | None, network: str | None) -> dict[str, Any]:
+def _probe(model: nn.Module, layers: nn.ModuleList, attention: str | None, network: str | None,
+           index: int = 0) -> dict[str, Any]:
     """Tensors of the first layer on a probe forward: its input ``x`` and output ``y``, the
     network's input ``z`` and output ``f`` (no network module: the first dense child's input and
     the last one's output), each dense module's input and output (in call order), each norm
     child's input and output, the attention's first output ``a``."""
-    layer = layers[0]
+    layer = layers[index]
     net = layer if network is None else getattr(layer, network)
     denses = ([(n, m) for n, m in layer.named_children() if _dense(m)] if network is None
               else [(n, m) for n, m in net.named_modules() if _dense(m)])
@@ -107,7 +110,7 @@ def _probe(model: nn.Module, layers: nn.ModuleList, attention: str | None, netwo
             hooks.append(m.register_forward_hook(keep(name, "norms"), with_kwargs=True))
     try:
         with torch.no_grad():
-            run_until(layers[1] if len(layers) > 1 else layer,
+            run_until(layers[index + 1] if len(layers) > index + 1 else nn.Identity(),
                       lambda: model(input_ids=probe_ids(model, t=6)[:1], use_cache=False))
     finally:
         for h in hooks:
@@ -164,32 +167,90 @@ def _wiring(got: dict[str, Any], layer: nn.Module, attention: str | None) -> dic
                                 f"for its norms ({', '.join(norms) or 'none'}) and its network's output f")
 
 
-def recognise(model: nn.Module) -> LayerRecord:
-    """A record of ``model``'s layout inferred from its module tree and a probe forward (module
-    docstring); :class:`UnsupportedModelError` naming the part that is not recognised."""
+def _has_experts(layer: nn.Module, network: str | None) -> bool:
+    experts = None if network is None else getattr(getattr(layer, network), "experts", None)
+    return experts is not None and hasattr(experts, "gate_up_proj")
+
+
+def _moe_readers(layer: nn.Module, network: str) -> list[MoE]:
+    """Readers of a mixture of experts with fused ``(E, 2m, d)`` experts and a softmax top-k router
+    (child ``gate`` or ``router`` with ``weight`` and ``top_k``), an optional shared expert (with
+    a sigmoid gate if the block has ``shared_expert_gate``), every choice of renormalisation and
+    of the weights' dtype."""
+    block = getattr(layer, network)
+    router = next((n for n in ("gate", "router") if hasattr(getattr(block, n, None), "top_k")), None)
+    if router is None:
+        raise UnsupportedModelError(f"the mixture of experts {network!r} has no top-k router child with a weight")
+    shared = next((n for n in ("shared_expert", "shared_experts") if hasattr(block, n)), None)
+    shared_gate = "shared_expert_gate" if hasattr(block, "shared_expert_gate") else None
+    return [MoE(block=network, router=router, renormalize=r, cast_back=c, shared=shared, shared_gate=shared_gate)
+            for r in (None, True, False) for c in (True, False)]
+
+
+def recognise(model: nn.Module) -> list[LayerRecord]:
+    """Records of ``model``'s layout inferred from its module tree and probe forwards (module
+    docstring), most likely first (several when a mixture of experts' routing details are not
+    visible in its modules); :class:`UnsupportedModelError` naming the part not recognised."""
     layers_path = layer_list(model)
     layers = module_at(model, layers_path)
     try:
         attention, network = _children(layers[0])
         got = _probe(model, layers, attention, network)
-        ffn = _reader(layers[0], network, got)
         wiring = _wiring(got, layers[0], attention)
+        moe = [i for i, layer in enumerate(layers) if _has_experts(layer, network)]
+        dense = next((i for i in range(len(layers)) if i not in moe), None)
+        ffn = None if dense is None else _reader(layers[dense], network, got if dense == 0 else
+                                                  _probe(model, layers, attention, network, dense))
+        readers = [ffn] if not moe else [m if ffn is None else ByLayer(ffn, m)
+                                           for m in _moe_readers(layers[moe[0]], network)]
     except UnsupportedModelError as exc:
         raise UnsupportedModelError(f"{_kind(model)} is not recognised: {exc}") from None
-    return LayerRecord(model.config.model_type, ffn, layers=layers_path,
-                       final_norm=final_norm(model, layers_path), rotary=None, own_calls=True, **wiring)
+    return [LayerRecord(model.config.model_type, r, layers=layers_path, final_norm=final_norm(model, layers_path),
+                        rotary=None, own_calls=True, **wiring) for r in readers]
 
 
-def adapt_recognised(model: nn.Module):
-    """:func:`~icl_verify.adapters.records.adapt_record_lm` through :func:`recognise`'s record, with
-    a hint at the override when nothing is recognised."""
+@dataclass(frozen=True)
+class ByLayer:
+    """Reader ``moe`` on the layers whose network holds experts, ``dense`` on the others."""
+
+    dense: Any
+    moe: MoE
+
+    def pick(self, layer: nn.Module):
+        return self.moe if hasattr(module_at(layer, self.moe.block), self.moe.experts) else self.dense
+
+    def z_site(self, layer: nn.Module) -> nn.Module:
+        return self.pick(layer).z_site(layer)
+
+    def first_layers(self, layer: nn.Module):
+        return self.pick(layer).first_layers(layer)
+
+    def rest(self, layer: nn.Module, hs):
+        return self.pick(layer).rest(layer, hs)
+
+    def kinks(self, layer: nn.Module, hs) -> dict:
+        own = getattr(self.pick(layer), "kinks", None)
+        return {} if own is None else own(layer, hs)
+
+
+def adapt_recognised(model: nn.Module, ids: torch.Tensor | None = None):
+    """The first of :func:`recognise`'s records whose adapted model passes the reconstruction gate
+    on ``ids`` (:func:`~icl_verify.adapters.gate.check_reconstruction`), with a hint at the
+    override when nothing is recognised; the last refusal when none passes."""
     from .records import adapt_record_lm
 
     try:
-        record = recognise(model)
+        records = recognise(model)
     except UnsupportedModelError as exc:
         raise UnsupportedModelError(
             f"{exc}. No record describes model type {model.config.model_type!r} either; if its decoder layers read "
             "the mixed stream through a dense first matrix, describe them with "
             "icl_verify.adapters.register_record(LayerRecord(...))") from None
-    return adapt_record_lm(model, record)
+    for i, record in enumerate(records):
+        lm = adapt_record_lm(model, record)
+        try:
+            check_reconstruction(lm, ids)
+            return lm
+        except ReconstructionError:
+            if i == len(records) - 1:
+                raise
