@@ -187,12 +187,30 @@ def _moe_readers(layer: nn.Module, network: str) -> list[MoE]:
             for r in (None, True, False) for c in (True, False)]
 
 
+BERT_LIKE = dict(ffn=Plain("intermediate.dense", "intermediate.intermediate_act_fn", "output.dense"), wiring="post",
+                 bypass=None, post_ffn_norm="output.LayerNorm")
+"""The post-LN layer of BERT and its descendants: ``y = LayerNorm(z + output.dense(act(intermediate.dense(z))))``."""
+
+
+def own_head(model: nn.Module) -> str | None:
+    """The top-level module holding the output embeddings when it is more than them (BERT's
+    ``cls``, RoBERTa's ``lm_head``): its forward is the whole head. ``None`` otherwise."""
+    out = model.get_output_embeddings()
+    name = next((n for n, m in model.named_modules() if m is out), None)
+    return None if name is None or "." not in name else name.split(".")[0]
+
+
 def recognise(model: nn.Module) -> list[LayerRecord]:
     """Records of ``model``'s layout inferred from its module tree and probe forwards (module
     docstring), most likely first (several when a mixture of experts' routing details are not
     visible in its modules); :class:`UnsupportedModelError` naming the part not recognised."""
     layers_path = layer_list(model)
     layers = module_at(model, layers_path)
+    head = own_head(model)
+    common = dict(layers=layers_path, final_norm=None if head else final_norm(model, layers_path), rotary=None,
+                  head=head, own_calls=True)
+    if {"intermediate", "output"} <= {n for n, _ in layers[0].named_children()}:
+        return [LayerRecord(model.config.model_type, **BERT_LIKE, **common)]
     try:
         attention, network = _children(layers[0])
         got = _probe(model, layers, attention, network)
@@ -205,8 +223,7 @@ def recognise(model: nn.Module) -> list[LayerRecord]:
                                            for m in _moe_readers(layers[moe[0]], network)]
     except UnsupportedModelError as exc:
         raise UnsupportedModelError(f"{_kind(model)} is not recognised: {exc}") from None
-    return [LayerRecord(model.config.model_type, r, layers=layers_path, final_norm=final_norm(model, layers_path),
-                        rotary=None, own_calls=True, **wiring) for r in readers]
+    return [LayerRecord(model.config.model_type, r, **common, **wiring) for r in readers]
 
 
 @dataclass(frozen=True)

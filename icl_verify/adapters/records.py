@@ -57,6 +57,9 @@ class LayerRecord:
             ``is_decoder``); causal when ``None``.
         ffn_multiplier: a config attribute scaling ``f`` before the residual (Granite's
             ``residual_multiplier``), or ``None``.
+        head: a module of the model whose own forward maps the last layer's output to the logits
+            (BERT's ``cls``, RoBERTa's ``lm_head``: transform, norm and output matrix), used
+            instead of ``final_norm`` and the output embeddings; ``None``: not used.
         own_calls: call each layer with the arguments the model's own forward passes it (masks,
             positions, rotary tables; :class:`~icl_verify.adapters._common.LayerCalls`) instead of
             a causal mask and positions built here.
@@ -74,6 +77,7 @@ class LayerRecord:
     rotary: str | None = "model.rotary_emb"
     causal_flag: str | None = None
     ffn_multiplier: str | None = None
+    head: str | None = None
     own_calls: bool = False
 
     def __post_init__(self):
@@ -224,9 +228,12 @@ def adapt_record_lm(model: nn.Module, record: LayerRecord | None = None) -> Adap
     scale = getattr(config, "logit_scale", None)
     divisor = getattr(config, "logits_scaling", None)
 
+    own_head = None if record.head is None else module_at(model, record.head)
+
     def head(h: torch.Tensor) -> torch.Tensor:
         out = model.get_output_embeddings()
-        logits = out(norm(h.to(out.weight.device)))
+        h = h.to(out.weight.device)
+        logits = own_head(h) if own_head is not None else out(norm(h))
         if scale is not None:
             logits = logits * scale
         if divisor is not None:
