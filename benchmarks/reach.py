@@ -5,6 +5,8 @@ table into docs/real-models.md between its ``reach`` markers).
     OK           the model is adapted (a record, a hand-written adapter, or a record recognised
                  from its module tree), passes the reconstruction gate, and the identity holds at
                  every layer and position of a 9-token prompt (error <= the error model's tolerance)
+    OK in float32  refused by the gate in float64 within float32 rounding (the model computes part
+                 of its forward in float32, a router say), OK in float32
     unfit        the model type breaks a hypothesis of the theorem (which one is named)
     unsupported  the part that no adapter describes, the gate's refusal, or the step that failed
 
@@ -92,16 +94,27 @@ def classify(model_type: str) -> tuple[str, str]:
             return "unsupported", f"no tiny configuration: {_line(exc)}"
         if n > MAX_PARAMETERS:
             return "unsupported", f"no tiny configuration ({n:,} parameters at the tiny settings)"
+    status, detail = _check(model_type, hand, torch.float64)
+    if status == "unsupported" and "within float32 rounding" in detail:
+        status32, detail32 = _check(model_type, hand, torch.float32)
+        if status32 == "OK":
+            return "OK in float32", f"{detail32} in float32; float64: {detail}"
+    return status, detail
+
+
+def _check(model_type: str, hand, dtype: torch.dtype) -> tuple[str, str]:
+    """``(status, detail)`` of the tiny model of ``model_type`` in ``dtype``."""
+    name = str(dtype).split(".")[-1]
     try:
-        model = (hand(dtype=torch.float64) if hand is not None
-                 else tiny_causal_lm(model_type, dtype=torch.float64, **overrides(model_type)))
+        model = (hand(dtype=dtype) if hand is not None
+                 else tiny_causal_lm(model_type, dtype=dtype, **overrides(model_type)))
         if hasattr(model, "set_experts_implementation"):
             model.set_experts_implementation("eager")  # float64 has no grouped kernels
         ids = torch.randint(1, model.get_input_embeddings().weight.shape[0], (1, 9),  # 0: a padding token
                             generator=torch.Generator().manual_seed(3))
         model(ids, use_cache=False)
     except Exception as exc:  # noqa: BLE001
-        return "unsupported", f"the model itself does not run in float64: {_line(exc)}"
+        return "unsupported", f"the model itself does not run in {name}: {_line(exc)}"
     try:
         lm = adapt_causal_lm(model, ids)
     except ReconstructionError as exc:

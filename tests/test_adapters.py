@@ -409,6 +409,7 @@ DEEPSEEK_V3 = dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_s
                    first_k_dense_replace=0, q_lora_rank=16, kv_lora_rank=8, qk_rope_head_dim=4, qk_nope_head_dim=4,
                    v_head_dim=8, head_dim=None, num_key_value_heads=4, experts_implementation="eager")
 FLEX_OLMO = dict(num_experts=4, num_experts_per_tok=2, experts_implementation="eager")
+MINIMAX_M2 = dict(num_local_experts=4, num_experts_per_tok=2, experts_implementation="eager")
 QWEN2_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24, shared_expert_intermediate_size=40,
                  experts_implementation="eager")
 
@@ -428,6 +429,7 @@ PLANTED = [  # records a user could write, each describing a network other than 
     pytest.param(LayerRecord("qwen2_moe", MoE()), QWEN2_MOE, id="shared_expert_left_out"),
     pytest.param(LayerRecord("olmo2", Gated()), {}, id="post_norm_left_out"),
     pytest.param(LayerRecord("flex_olmo", MoE()), FLEX_OLMO, id="moe_post_norm_left_out"),
+    pytest.param(LayerRecord("minimax_m2", MoE(renormalize=True)), MINIMAX_M2, id="softmax_routing_for_sigmoid"),
 ]
 
 
@@ -483,3 +485,40 @@ def test_every_architecture_passes_the_gate(name, dtype):
     assert isinstance(lm, AdaptedLM)
     rec = check_reconstruction(lm)
     assert len(rec.stages) == len(lm.stack) + 1 and rec.ratio <= 1
+
+
+def _biased(model):
+    """``model`` with its score-correction biases drawn (they start at zero), so that a reader
+    ignoring them chooses other experts."""
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for m in model.modules():
+            bias = getattr(m, "e_score_correction_bias", None)
+            if isinstance(bias, torch.Tensor):
+                bias.copy_(0.3 * torch.randn(bias.shape, generator=g))
+    return model
+
+
+def test_sigmoid_routing_is_recognised_and_float32_routers_are_named():
+    """MiniMax-M2 (sigmoid routing, score-correction bias) is recognised and matches in float64.
+    DeepSeek-V3 (grouped sigmoid routing, scaling, ungated shared experts) matches in float32; in
+    float64 its router still computes in float32, and the gate says so instead of blaming the record."""
+    model = _biased(tiny_causal_lm("minimax_m2", **MINIMAX_M2))
+    lm = adapt_causal_lm(model)
+    assert type(lm.stack.blocks[0].record.ffn).__name__ == "SigmoidMoE"
+    assert_matches_transformers(model, lm)
+    model = _biased(tiny_causal_lm("deepseek_v3", dtype=torch.float32, **dict(DEEPSEEK_V3, n_routed_experts=8,
+                                                                              n_group=2, topk_group=1)))
+    lm = adapt_causal_lm(model)
+    assert check_reconstruction(lm).ratio <= 1
+    with pytest.raises(ReconstructionError, match="within float32 rounding"):
+        adapt_causal_lm(tiny_causal_lm("deepseek_v3", **DEEPSEEK_V3))
+
+
+def test_deepseek_shared_expert_left_out_is_refused(user_registries):
+    """A user record for DeepSeek-V3 with the right routing but no shared experts, in float32."""
+    from icl_verify.adapters.moe import SigmoidMoE
+
+    register_record(LayerRecord("deepseek_v3", SigmoidMoE()), tiny=DEEPSEEK_V3, replace=True, architecture=False)
+    with pytest.raises(ReconstructionError, match="the output of layer 0 differs by 0.*different network"):
+        adapt_causal_lm(tiny_causal_lm("deepseek_v3", dtype=torch.float32))

@@ -73,12 +73,14 @@ class Reconstruction:
         tolerances: :func:`gate_tolerance` of each stage.
         dtypes: each stage's dtype (the logits': the coarser of the adapter's and the model's,
             whose forward may round its logits to float32).
+        width: the model width ``d`` of the tolerances.
     """
 
     stages: tuple[str, ...]
     gaps: tuple[float, ...]
     tolerances: tuple[float, ...]
     dtypes: tuple[torch.dtype, ...]
+    width: int
 
     @property
     def ratio(self) -> float:
@@ -128,7 +130,7 @@ def reconstruction(lm, ids: torch.Tensor) -> Reconstruction:
     gaps = tuple(layers.values()) + (_gap(logits, out.logits),)
     tols = tuple(gate_tolerance(j, width, dtype, device) for j in layers)
     tols += (gate_tolerance(len(xs), width, logit_dtype, device),)
-    return Reconstruction(stages, gaps, tols, (dtype,) * len(layers) + (logit_dtype,))
+    return Reconstruction(stages, gaps, tols, (dtype,) * len(layers) + (logit_dtype,), width)
 
 
 def check_reconstruction(lm, ids: torch.Tensor | None = None) -> Reconstruction:
@@ -140,8 +142,13 @@ def check_reconstruction(lm, ids: torch.Tensor | None = None) -> Reconstruction:
         model_type = _model_type(lm)
         what = {"logits": "the logits (the last layer's output or the head)", "embedding": "the embedding"}.get(
             rec.stages[i], f"the output of {rec.stages[i]}")
+        stage = len(rec.stages) if rec.stages[i] == "logits" else i + 1
+        coarse = rec.dtypes[i] == torch.float64 and rec.gaps[i] <= gate_tolerance(stage, rec.width, torch.float32)
+        why = ("the gap is within float32 rounding: the model computes part of its forward in float32 (a router "
+               "in float32, say), which no float64 decomposition reproduces; check it in float32" if coarse
+               else "its record describes a different network")
         raise ReconstructionError(
             f"the adapter of model type {model_type!r} does not reproduce the model's own forward: {what} differs "
             f"by {rec.gaps[i]:.3g} relative (tolerance {rec.tolerances[i]:.3g} in {str(rec.dtypes[i]).split('.')[-1]}); "
-            "its record describes a different network")
+            f"{why}")
     return rec

@@ -104,3 +104,52 @@ class MoE:
             f_shared = shared.rest(layer, hs[1 + n: 3 + n])
             out = out + (f_shared if self.shared_gate is None else torch.sigmoid(hs[3 + n]) * f_shared)
         return out.to(hs[0].dtype)
+
+
+@dataclass(frozen=True)
+class SigmoidMoE(MoE):
+    """Sigmoid routing with a score-correction bias (DeepSeek-V3, GLM-4.5, dots1, EXAONE MoE,
+    MiniMax-M2): scores ``p = sigmoid(l)`` in float32; the experts are chosen by ``p + b``
+    (``e_score_correction_bias`` of the router or of the block), within the ``topk_group``
+    best of ``n_group`` groups (a group's score: the sum of its two best) when the router has
+    groups; the weights are the chosen ``p``, divided by their sum (``renormalize``, default the
+    router's ``norm_topk_prob``, else true) and times ``routed_scaling_factor``. A shared expert
+    (``shared``) is added ungated unless ``shared_gate`` is set."""
+
+    cast_back: bool = False
+
+    def _router_setting(self, layer: nn.Module, name: str, default):
+        router = module_at(layer, f"{self.block}.{self.router}")
+        return getattr(router, name, getattr(module_at(layer, self.block), name, default))
+
+    def routing_weights(self, layer: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+        """``(..., E)`` float32 weights, zero off the chosen experts."""
+        scores = logits.float().sigmoid()
+        choice = scores + self._router_setting(layer, "e_score_correction_bias", 0.0)
+        groups = self._router_setting(layer, "num_group", self._router_setting(layer, "n_group", 1)) or 1
+        if groups > 1:
+            e = scores.shape[-1]
+            grouped = choice.reshape(choice.shape[:-1] + (groups, e // groups))
+            best = torch.topk(grouped.topk(2, dim=-1)[0].sum(-1), k=self._router_setting(layer, "topk_group", 1),
+                              dim=-1, sorted=False)[1]
+            keep = torch.zeros(grouped.shape[:-1], dtype=torch.bool, device=scores.device).scatter(-1, best, True)
+            choice = choice.masked_fill(~keep.repeat_interleave(e // groups, dim=-1), float("-inf"))
+        k = self._router_setting(layer, "top_k", None)
+        idx = torch.topk(choice, k, dim=-1, sorted=False)[1]
+        top = scores.gather(-1, idx)
+        renorm = self._router_setting(layer, "norm_topk_prob", True) if self.renormalize is None else self.renormalize
+        scale = self._router_setting(layer, "routed_scaling_factor", None)
+        if renorm:  # DeepSeek's routers (those with a scaling factor) guard the sum with 1e-20
+            top = top / (top.sum(dim=-1, keepdim=True) + (0.0 if scale is None else 1e-20))
+        if scale is not None:
+            top = top * scale
+        return torch.zeros_like(scores).scatter(-1, idx, top)
+
+    def kinks(self, layer: nn.Module, hs: Sequence[torch.Tensor]) -> dict[int, torch.Tensor]:
+        """The chosen experts change where two choice scores ``p + b`` swap: half the gap of each
+        to the top-k boundary, in choice units. The sigmoid's slope is at most 1/4, so this is at
+        most a quarter of the logit's own distance: a conservative distance (group boundaries are
+        not modelled)."""
+        logits = hs[0].float()
+        choice = logits.sigmoid() + self._router_setting(layer, "e_score_correction_bias", 0.0)
+        return super().kinks(layer, [choice] + list(hs[1:]))

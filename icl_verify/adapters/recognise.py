@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import ReconstructionError, UnsupportedModelError
 from ._common import run_until
 from .ffn import OwnForward, Plain, module_at
-from .moe import MoE
+from .moe import MoE, SigmoidMoE
 from .gate import _gap, check_reconstruction, gate_tolerance, probe_ids
 from .records import LayerRecord
 
@@ -183,6 +183,8 @@ def _moe_readers(layer: nn.Module, network: str) -> list[MoE]:
         raise UnsupportedModelError(f"the mixture of experts {network!r} has no top-k router child with a weight")
     shared = next((n for n in ("shared_expert", "shared_experts") if hasattr(block, n)), None)
     shared_gate = "shared_expert_gate" if hasattr(block, "shared_expert_gate") else None
+    if any(hasattr(m, "e_score_correction_bias") for m in (block, getattr(block, router))):
+        return [SigmoidMoE(block=network, router=router, shared=shared, shared_gate=shared_gate)]
     return [MoE(block=network, router=router, renormalize=r, cast_back=c, shared=shared, shared_gate=shared_gate)
             for r in (None, True, False) for c in (True, False)]
 
