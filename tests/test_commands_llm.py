@@ -153,3 +153,21 @@ def test_unsupported_type_is_refused_from_config_before_any_weight(model_type, c
     out, err = capsys.readouterr()
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and reason in err and repr(model_type) in err
+
+
+def test_type_without_record_passes_the_config_check_and_a_missing_network_is_named(tmp_path):
+    """Persimmon has no record but a layer list with networks: accepted from config.json alone
+    (recognition and the gate decide after loading). A config whose layers hold no network is
+    refused naming the layer's children."""
+    pytest.importorskip("transformers", reason="the LLM analysis needs pip install '.[models]'")
+    import transformers
+
+    from icl_verify.adapters.support import check_supported, check_structure
+    from icl_verify.errors import UnsupportedModelError
+
+    config = transformers.AutoConfig.for_model("persimmon", vocab_size=64, hidden_size=32, intermediate_size=48,
+                                               num_hidden_layers=2, num_attention_heads=4).to_dict()
+    assert check_supported(config) == "persimmon"
+    config = transformers.AutoConfig.for_model("mamba", vocab_size=64, hidden_size=16, num_hidden_layers=2).to_dict()
+    with pytest.raises(UnsupportedModelError, match="no feed-forward network among its decoder layer's children"):
+        check_structure(config)

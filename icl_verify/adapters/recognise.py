@@ -202,6 +202,17 @@ def own_head(model: nn.Module) -> str | None:
     return None if name is None or "." not in name else name.split(".")[0]
 
 
+def network_of(model: nn.Module, layer: nn.Module) -> None:
+    """:class:`UnsupportedModelError` unless ``layer`` holds a network recognition can read: a
+    BERT-like ``intermediate``/``output`` pair, a network child, or dense children of its own."""
+    names = {n for n, _ in layer.named_children()}
+    if {"intermediate", "output"} <= names or _children(layer)[1] is not None:
+        return
+    if not any(_dense(m) for _, m in layer.named_children()):
+        raise UnsupportedModelError(f"{_kind(model)}: no feed-forward network among its decoder layer's children "
+                                    f"({', '.join(sorted(names))})")
+
+
 def recognise(model: nn.Module) -> list[LayerRecord]:
     """Records of ``model``'s layout inferred from its module tree and probe forwards (module
     docstring), most likely first (several when a mixture of experts' routing details are not

@@ -39,9 +39,10 @@ def causal_lm_types() -> dict[str, str]:
 
 
 def check_supported(config: dict[str, Any]) -> str:
-    """The model type of ``config`` (a parsed ``config.json``) if it can be adapted; otherwise an
+    """The model type of ``config`` (a parsed ``config.json``) if it can be adapted (a registered
+    adapter, or a module tree recognition can start from: :func:`check_structure`); otherwise an
     :class:`UnsupportedModelError` saying why (no causal-LM class in the installed
-    ``transformers``, a layer that does not fit the decomposition, or no adapter)."""
+    ``transformers``, a layer that does not fit the decomposition, no part recognition needs)."""
     tf = require_transformers()
     model_type = config.get("model_type")
     if model_type in REASONS:
@@ -53,6 +54,28 @@ def check_supported(config: dict[str, Any]) -> str:
         names = ", ".join(config.get("architectures") or []) or "none listed"
         raise UnsupportedModelError(f"model type {model_type!r} (architectures: {names}) is not a causal language "
                                     f"model of transformers {tf.__version__}")
-    raise UnsupportedModelError(
-        f"model type {model_type!r} has no adapter; if its decoder layers read the mixed stream through a dense "
-        "first matrix, describe them with icl_verify.adapters.register_record(LayerRecord(...))")
+    check_structure(config)
+    return model_type
+
+
+def check_structure(config: dict[str, Any]) -> None:
+    """For a type with no adapter: the model built from ``config`` on the ``meta`` device (no
+    memory, no weights) must have the parts recognition starts from, a decoder layer list whose
+    layers hold a network (:mod:`.recognise`); :class:`UnsupportedModelError` naming the missing
+    part otherwise. The rest (first matrices, wiring, the gate) needs values: it is decided after
+    loading."""
+    import torch
+
+    from .recognise import layer_list, network_of
+
+    tf = require_transformers()
+    fields = {k: v for k, v in config.items() if k != "model_type"}
+    try:
+        cfg = tf.AutoConfig.for_model(config["model_type"], **fields)
+        with torch.device("meta"):
+            model = tf.AutoModelForCausalLM.from_config(cfg)
+    except Exception as exc:  # noqa: BLE001 - any failure to build is a refusal naming it
+        raise UnsupportedModelError(f"model type {config['model_type']!r}: transformers cannot build it from its "
+                                    f"config.json ({type(exc).__name__}: {exc})") from None
+    layers = model.get_submodule(layer_list(model))
+    network_of(model, layers[0])
