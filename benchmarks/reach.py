@@ -140,7 +140,8 @@ def table(types: list[str]) -> tuple[str, dict[str, int]]:
     for t in types:
         status, detail = classify(t)
         counts[status] = counts.get(status, 0) + 1
-        rows.append(f"| {t} | {status} | {detail.replace('|', '/')} |")
+        detail = detail.split(". No record describes")[0].replace("|", "/").replace("\n", " ")
+        rows.append(f"| {t} | {status} | {detail[:240]} |")
         print(rows[-1], file=sys.stderr, flush=True)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     head = (f"transformers {transformers.__version__}, {len(types)} causal-LM types "
