@@ -522,3 +522,14 @@ def test_deepseek_shared_expert_left_out_is_refused(user_registries):
     register_record(LayerRecord("deepseek_v3", SigmoidMoE()), tiny=DEEPSEEK_V3, replace=True, architecture=False)
     with pytest.raises(ReconstructionError, match="the output of layer 0 differs by 0.*different network"):
         adapt_causal_lm(tiny_causal_lm("deepseek_v3", dtype=torch.float32))
+
+
+def test_gate_on_a_model_that_overflows_is_outside_the_hypotheses():
+    """A model whose own forward overflows in its dtype: NonFiniteError, not a mismatch."""
+    from icl_verify.errors import NonFiniteError
+
+    model = tiny_causal_lm("llama", dtype=torch.float16)
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.mul_(1e5)
+    with pytest.raises(NonFiniteError, match="not finite"):
+        adapt_causal_lm(model)

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import ReconstructionError, UnsupportedModelError
+from ..errors import NonFiniteError, ReconstructionError, UnsupportedModelError
 from ..tolerance import TAIL, rho, unit_roundoff
 
 PROBE_LENGTH = 12
@@ -113,9 +113,13 @@ def _coarser(a: torch.dtype, b: torch.dtype) -> torch.dtype:
 
 def reconstruction(lm, ids: torch.Tensor) -> Reconstruction:
     """The gaps of ``lm`` (:class:`~icl_verify.adapters.AdaptedLM`) against ``lm.model``'s own
-    forward on ``ids`` ``(B, T)``: each layer's output, then the logits."""
+    forward on ``ids`` ``(B, T)``: each layer's output, then the logits. :class:`NonFiniteError`
+    (outside every claim's hypotheses) when the model's own forward overflows."""
     with torch.no_grad():
         out = lm.model(ids, output_hidden_states=True, use_cache=False)
+        if not all(bool(torch.isfinite(t).all()) for t in (*out.hidden_states, out.logits)):
+            raise NonFiniteError(f"the own forward of model type {_model_type(lm)!r} is not finite in "
+                                 f"{out.logits.dtype}: nothing to compare the adapter with")
         try:
             xs = lm.stack.block_inputs(lm.embed(ids))
             logits = lm.head(xs[-1])
