@@ -37,8 +37,14 @@ SHRINK = dict(moe_intermediate_size=24, n_routed_experts=4, num_experts=4, num_l
               n_group=1, topk_group=1, first_k_dense_replace=1, kv_lora_rank=8, q_lora_rank=16, qk_rope_head_dim=4,
               qk_nope_head_dim=4, v_head_dim=8, shared_expert_intermediate_size=24, n_shared_experts=1,
               linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4,
-              linear_conv_kernel_dim=3, expert_hidden_size=24, ffn_hidden_size=48)
-"""Settings of mixtures of experts, latent and linear attention, applied where the type's config has them."""
+              linear_conv_kernel_dim=3, expert_hidden_size=24, ffn_hidden_size=48, d_model=32, decoder_layers=2,
+              encoder_layers=2, decoder_attention_heads=4, encoder_attention_heads=4, decoder_ffn_dim=48,
+              encoder_ffn_dim=48)
+"""Settings of mixtures of experts, latent and linear attention and encoder-decoder families' decoders,
+applied where the type's config has them."""
+
+PER_TYPE = {"gpt_neo": dict(attention_types=[[["global", "local"], 1]])}
+"""Settings a type's config validation needs at 2 layers."""
 
 
 def overrides(model_type: str) -> dict:
@@ -49,7 +55,7 @@ def overrides(model_type: str) -> dict:
     out = {k: v for k, v in SHRINK.items() if k in own}
     if "qk_rope_head_dim" in own:  # latent attention: head size from its parts, no grouped keys
         out.update(head_dim=None, num_key_value_heads=4)
-    return dict(out, experts_implementation="eager")  # float64 has no grouped kernels
+    return dict(out, **PER_TYPE.get(model_type, {}), experts_implementation="eager")  # float64: no grouped kernels
 
 
 def _hand_built() -> dict:
