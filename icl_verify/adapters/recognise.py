@@ -42,7 +42,8 @@ ATTENTION = re.compile(r"attn|attention")
 
 
 def _is_norm(module: nn.Module) -> bool:
-    return "norm" in type(module).__name__.lower()
+    """A LayerNorm or RMSNorm (by type, or a class name ending in ``Norm``)."""
+    return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or type(module).__name__.lower().endswith("norm")
 
 
 def _dense(module: nn.Module) -> bool:
@@ -59,10 +60,12 @@ def layer_list(model: nn.Module) -> str:
     return min(found, key=lambda name: name.count("."))
 
 
-def final_norm(model: nn.Module, layers: str) -> str | None:
-    """Path of the last norm registered outside the decoder layers (and the embeddings), or ``None``."""
+def final_norm(model: nn.Module, layers: str, head: str | None = None) -> str | None:
+    """Path of the last norm registered outside the decoder layers, the embeddings and the head
+    module ``head``, or ``None``."""
+    inside = tuple(p + "." for p in (layers, head) if p)
     names = [name for name, m in model.named_modules()
-             if _is_norm(m) and not name.startswith(layers + ".") and "embed" not in name and name]
+             if _is_norm(m) and not name.startswith(inside) and "embed" not in name and name]
     return names[-1] if names else None
 
 
@@ -189,9 +192,15 @@ def _moe_readers(layer: nn.Module, network: str) -> list[MoE]:
             for r in (None, True, False) for c in (True, False)]
 
 
-BERT_LIKE = dict(ffn=Plain("intermediate.dense", "intermediate.intermediate_act_fn", "output.dense"), wiring="post",
-                 bypass=None, post_ffn_norm="output.LayerNorm")
-"""The post-LN layer of BERT and its descendants: ``y = LayerNorm(z + output.dense(act(intermediate.dense(z))))``."""
+BERT_FFN = Plain("intermediate.dense", "intermediate.intermediate_act_fn", "output.dense")
+"""The network of BERT and its descendants: ``f = output.dense(act(intermediate.dense(z)))``."""
+
+
+def _bert_like(layer: nn.Module) -> list[dict]:
+    """Wirings of a BERT-like layer: post-LN (``y = output.LayerNorm(z + f)``), then pre-LN with
+    each norm outside the attention as the one producing ``z`` (``y = s + f``)."""
+    pre = [dict(bypass=n) for n, m in layer.named_modules() if _is_norm(m) and not n.startswith("attention")]
+    return [dict(wiring="post", bypass=None, post_ffn_norm="output.LayerNorm")] + pre
 
 
 def own_head(model: nn.Module) -> str | None:
@@ -220,10 +229,10 @@ def recognise(model: nn.Module) -> list[LayerRecord]:
     layers_path = layer_list(model)
     layers = module_at(model, layers_path)
     head = own_head(model)
-    common = dict(layers=layers_path, final_norm=None if head else final_norm(model, layers_path), rotary=None,
-                  head=head, own_calls=True)
+    common = dict(layers=layers_path, final_norm=final_norm(model, layers_path, head), rotary=None, head=head,
+                  own_calls=True)
     if {"intermediate", "output"} <= {n for n, _ in layers[0].named_children()}:
-        return [LayerRecord(model.config.model_type, **BERT_LIKE, **common)]
+        return [LayerRecord(model.config.model_type, BERT_FFN, **common, **w) for w in _bert_like(layers[0])]
     try:
         attention, network = _children(layers[0])
         got = _probe(model, layers, attention, network)
@@ -277,10 +286,10 @@ def adapt_recognised(model: nn.Module, ids: torch.Tensor | None = None):
             "the mixed stream through a dense first matrix, describe them with "
             "icl_verify.adapters.register_record(LayerRecord(...))") from None
     for i, record in enumerate(records):
-        lm = adapt_record_lm(model, record)
         try:
+            lm = adapt_record_lm(model, record)
             check_reconstruction(lm, ids)
             return lm
-        except ReconstructionError:
+        except (ReconstructionError, UnsupportedModelError):
             if i == len(records) - 1:
                 raise

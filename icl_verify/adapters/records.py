@@ -57,9 +57,9 @@ class LayerRecord:
             ``is_decoder``); causal when ``None``.
         ffn_multiplier: a config attribute scaling ``f`` before the residual (Granite's
             ``residual_multiplier``), or ``None``.
-        head: a module of the model whose own forward maps the last layer's output to the logits
+        head: a module of the model whose own forward maps the final norm's output to the logits
             (BERT's ``cls``, RoBERTa's ``lm_head``: transform, norm and output matrix), used
-            instead of ``final_norm`` and the output embeddings; ``None``: not used.
+            instead of the output embeddings; ``None``: not used.
         own_calls: call each layer with the arguments the model's own forward passes it (masks,
             positions, rotary tables; :class:`~icl_verify.adapters._common.LayerCalls`) instead of
             a causal mask and positions built here.
@@ -233,7 +233,7 @@ def adapt_record_lm(model: nn.Module, record: LayerRecord | None = None) -> Adap
     def head(h: torch.Tensor) -> torch.Tensor:
         out = model.get_output_embeddings()
         h = h.to(out.weight.device)
-        logits = own_head(h) if own_head is not None else out(norm(h))
+        logits = (own_head if own_head is not None else out)(norm(h))
         if scale is not None:
             logits = logits * scale
         if divisor is not None:
