@@ -175,7 +175,8 @@ def test_bad_layout_is_a_typed_error():
 
 @pytest.mark.parametrize("model_type, wiring, post_norm", [
     ("llama", "sequential", None), ("olmo2", "sequential", "post_feedforward_layernorm"),
-    ("gemma2", "sequential", "post_feedforward_layernorm"), ("gpt_neox", "parallel", None), ("gpt2", "sequential", None),
+    ("gemma2", "sequential", "post_feedforward_layernorm"), ("gpt_neox", "parallel", None),
+    ("gpt2", "sequential", None),
     ("openai-gpt", "post", "ln_2"), ("opt", "sequential", None),
     ("flex_olmo", "sequential", "post_feedforward_layernorm"), ("qwen2_moe", "sequential", None),
     ("roberta", "post", "output.LayerNorm"),
@@ -202,7 +203,8 @@ def test_recognised_record_is_gated(monkeypatch):
     model = tiny_causal_lm("olmo2")
     model.config.model_type = "no_such_type"
     right = recognise.recognise
-    monkeypatch.setattr(recognise, "recognise", lambda m: [dataclasses.replace(r, post_ffn_norm=None) for r in right(m)])
+    monkeypatch.setattr(recognise, "recognise",
+                        lambda m: [dataclasses.replace(r, post_ffn_norm=None) for r in right(m)])
     with pytest.raises(ReconstructionError, match="layer 0"):
         adapt_causal_lm(model)
 

@@ -68,6 +68,13 @@ def tiny_model(model_cls: type, config: Any, *, seed: int, dtype: torch.dtype) -
 
 
 
+def eager_experts(model: nn.Module) -> None:
+    """A float64 model with fused experts runs transformers' eager loop over experts (the grouped
+    kernels have no float64; the arithmetic is the same)."""
+    if next(model.parameters()).dtype == torch.float64 and hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation("eager")
+
+
 class _Reached(Exception):
     """Raised by the pre-hook on the module where a forward pass is cut short."""
 

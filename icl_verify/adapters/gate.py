@@ -151,8 +151,8 @@ def check_reconstruction(lm, ids: torch.Tensor | None = None) -> Reconstruction:
         why = ("the gap is within float32 rounding: the model computes part of its forward in float32 (a router "
                "in float32, say), which no float64 decomposition reproduces; check it in float32" if coarse
                else "its record describes a different network")
+        dtype = str(rec.dtypes[i]).split(".")[-1]
         raise ReconstructionError(
             f"the adapter of model type {model_type!r} does not reproduce the model's own forward: {what} differs "
-            f"by {rec.gaps[i]:.3g} relative (tolerance {rec.tolerances[i]:.3g} in {str(rec.dtypes[i]).split('.')[-1]}); "
-            f"{why}")
+            f"by {rec.gaps[i]:.3g} relative (tolerance {rec.tolerances[i]:.3g} in {dtype}); {why}")
     return rec

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import ReconstructionError, UnsupportedModelError
-from ._common import run_until
+from ._common import eager_experts, run_until
 from .ffn import OwnForward, Plain, module_at
 from .moe import MoE, SigmoidMoE
 from .gate import _gap, check_reconstruction, gate_tolerance, probe_ids
@@ -226,6 +226,7 @@ def recognise(model: nn.Module) -> list[LayerRecord]:
     """Records of ``model``'s layout inferred from its module tree and probe forwards (module
     docstring), most likely first (several when a mixture of experts' routing details are not
     visible in its modules); :class:`UnsupportedModelError` naming the part not recognised."""
+    eager_experts(model)
     layers_path = layer_list(model)
     layers = module_at(model, layers_path)
     head = own_head(model)

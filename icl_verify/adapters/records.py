@@ -32,7 +32,9 @@ from ..blocks import ContextualBlock, Decomposition, Stack
 from ..errors import UnsupportedModelError
 from ..registry import Registry
 from ..layers import seeded
-from ._common import LayerCalls, attention_mask, position_ids, require_transformers, run_until, tiny_model
+from ._common import (
+    LayerCalls, attention_mask, eager_experts, position_ids, require_transformers, run_until, tiny_model,
+)
 from ._registry import AdaptedLM, register_architecture, register_model_adapter
 from .ffn import module_at
 
@@ -212,8 +214,7 @@ def adapt_record_lm(model: nn.Module, record: LayerRecord | None = None) -> Adap
     config = model.config
     record = RECORDS.get(config.model_type) if record is None else record
     _check_shape(record, model)
-    if next(model.parameters()).dtype == torch.float64 and hasattr(model, "set_experts_implementation"):
-        model.set_experts_implementation("eager")  # grouped kernels have no float64; same arithmetic
+    eager_experts(model)
     layers = module_at(model, record.layers)
     rotary = None if record.rotary is None else module_at(model, record.rotary)
     calls = LayerCalls(model, layers) if record.own_calls else None
