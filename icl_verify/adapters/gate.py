@@ -146,11 +146,11 @@ def check_reconstruction(lm, ids: torch.Tensor | None = None) -> Reconstruction:
         model_type = _model_type(lm)
         what = {"logits": "the logits (the last layer's output or the head)", "embedding": "the embedding"}.get(
             rec.stages[i], f"the output of {rec.stages[i]}")
-        stage = len(rec.stages) if rec.stages[i] == "logits" else i + 1
-        coarse = rec.dtypes[i] == torch.float64 and rec.gaps[i] <= gate_tolerance(stage, rec.width, torch.float32)
+        to32 = gate_tolerance(0, rec.width, torch.float32) / gate_tolerance(0, rec.width, torch.float64)
+        coarse = rec.dtypes[i] == torch.float64 and rec.gaps[i] <= rec.tolerances[i] * to32
         why = ("the gap is within float32 rounding: the model computes part of its forward in float32 (a router "
                "in float32, say), which no float64 decomposition reproduces; check it in float32" if coarse
-               else "its record describes a different network")
+               else "its record (or adapter) describes a different network")
         dtype = str(rec.dtypes[i]).split(".")[-1]
         raise ReconstructionError(
             f"the adapter of model type {model_type!r} does not reproduce the model's own forward: {what} differs "
