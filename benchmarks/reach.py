@@ -29,7 +29,7 @@ from icl_verify.adapters.unfit import REASONS
 from icl_verify.errors import ReconstructionError, UnsupportedModelError
 from icl_verify.llm import identity_errors
 
-MAX_PARAMETERS = 3_000_000
+MAX_PARAMETERS = 10_000_000
 """A tiny configuration larger than this (settings the generic overrides do not reach, such as a
 vision tower) is not instantiated."""
 
