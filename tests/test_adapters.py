@@ -535,3 +535,23 @@ def test_gate_on_a_model_that_overflows_is_outside_the_hypotheses():
         model.model.layers[0].mlp.down_proj.weight.mul_(1e5)
     with pytest.raises(NonFiniteError, match="not finite"):
         adapt_causal_lm(model)
+
+
+def test_gpt_oss_clamped_experts_and_router_bias_are_recognised():
+    """gpt-oss (no record): router with a bias and a softmax over the top-k logits, experts
+    stored transposed with biases, gate and up clamped at a limit the tiny pre-activations
+    reach, attention sinks; the model is matched at every layer and the identity holds."""
+    from icl_verify.llm import identity_errors
+
+    model = tiny_causal_lm("gpt_oss", num_local_experts=4, num_experts_per_tok=2, swiglu_limit=0.3,
+                           experts_implementation="eager")
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.mlp.router.bias.copy_(torch.linspace(-0.5, 0.5, 4, dtype=torch.float64))
+    lm = adapt_causal_lm(model)
+    assert type(lm.stack.blocks[0].record.ffn).__name__ == "ClampedMoE"
+    assert_matches_transformers(model, lm)
+    h = lm.stack.blocks[0].pre_activations(lm.stack.blocks[0].decompose(lm.embed(_ids())).z)
+    assert bool((h[1][..., ::2] > 0.3).any())  # the gate clamp is active somewhere
+    _, ratios, _ = identity_errors(lm, _ids()[:1])
+    assert float(ratios.max()) <= 1

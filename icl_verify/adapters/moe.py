@@ -153,3 +153,47 @@ class SigmoidMoE(MoE):
         logits = hs[0].float()
         choice = logits.sigmoid() + self._router_setting(layer, "e_score_correction_bias", 0.0)
         return super().kinks(layer, [choice] + list(hs[1:]))
+
+
+@dataclass(frozen=True)
+class ClampedMoE(MoE):
+    """gpt-oss: a router with a bias, the softmax over the top-k logits only, experts stored
+    ``gate_up_proj (E, d, 2m)`` (first matrix ``W_e = gate_up_proj[e]^T``, a view) with a bias,
+    gate and up interleaved and clamped at the experts' ``limit`` before the gated activation
+    (the experts' own ``_apply_gate``), and a biased ``down_proj (E, m, d)``."""
+
+    block: str = "mlp"
+    router: str = "router"
+
+    def first_layers(self, layer: nn.Module):
+        experts = module_at(layer, f"{self.block}.{self.experts}")
+        out = [dense_of(module_at(layer, f"{self.block}.{self.router}"))]
+        out += [(experts.gate_up_proj[e].T, experts.gate_up_proj_bias[e]) for e in range(experts.gate_up_proj.shape[0])]
+        return tuple(out)
+
+    def routing_weights(self, layer: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+        """Softmax over the ``top_k`` largest logits, in the logits' dtype; zero elsewhere."""
+        top = torch.topk(logits, module_at(layer, f"{self.block}.{self.router}").top_k, dim=-1)
+        weights = F.softmax(top.values, dim=-1, dtype=logits.dtype)
+        return torch.zeros_like(logits).scatter(-1, top.indices, weights)
+
+    def kinks(self, layer: nn.Module, hs: Sequence[torch.Tensor]) -> dict[int, torch.Tensor]:
+        """The router's top-k boundary (:meth:`MoE.kinks`); for each expert, the clamps: a gate
+        component's distance to ``limit``, an up component's to ``+-limit`` (and 0 for both)."""
+        out = super().kinks(layer, hs)
+        limit = module_at(layer, f"{self.block}.{self.experts}").limit
+        for k, h in enumerate(hs[1:], start=1):
+            dist = torch.minimum(h.abs(), (h - limit).abs())
+            dist[..., 1::2] = torch.minimum(dist[..., 1::2], (h[..., 1::2] + limit).abs())
+            out[k] = dist
+        return out
+
+    def rest(self, layer: nn.Module, hs: Sequence[torch.Tensor]) -> torch.Tensor:
+        experts = module_at(layer, f"{self.block}.{self.experts}")
+        weights = self.routing_weights(layer, hs[0])
+        out = None
+        for e in range(experts.gate_up_proj.shape[0]):
+            y = experts._apply_gate(hs[1 + e]) @ experts.down_proj[e] + experts.down_proj_bias[e]
+            y = y * weights[..., e:e + 1]
+            out = y if out is None else out + y
+        return out.to(hs[0].dtype)
