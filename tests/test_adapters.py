@@ -179,15 +179,17 @@ def test_bad_layout_is_a_typed_error():
     ("gpt2", "sequential", None),
     ("openai-gpt", "post", "ln_2"), ("opt", "sequential", None),
     ("flex_olmo", "sequential", "post_feedforward_layernorm"), ("qwen2_moe", "sequential", None),
-    ("roberta", "post", "output.LayerNorm"),
+    ("roberta", "post", "output.LayerNorm"), ("granitemoe", "sequential", None), ("granite", "sequential", None),
 ])
 def test_type_without_record_is_recognised_from_its_module_tree(model_type, wiring, post_norm):
     """A model whose type has no record (or whose name is changed): the record inferred from its
     modules has the expected wiring and post-norm, calls each layer as the model does, and the
     adapted model matches the unmodified one at every layer and in the logits. Mixtures of
-    experts (FlexOlmo; Qwen2-MoE and its gated shared expert) get the reader whose routing passes
-    the gate; RoBERTa, a BERT layer with its own head module (transform, norm, output matrix)."""
-    model = tiny_causal_lm(model_type, **{"flex_olmo": FLEX_OLMO, "qwen2_moe": QWEN2_MOE}.get(model_type, {}))
+    experts (FlexOlmo; Qwen2-MoE and its gated shared expert; Granite-MoE, top k of the logits
+    first) get the reader whose routing passes the gate; RoBERTa, a BERT layer with its own head
+    module (transform, norm, output matrix)."""
+    model = tiny_causal_lm(model_type, **{"flex_olmo": FLEX_OLMO, "qwen2_moe": QWEN2_MOE,
+                                          "granitemoe": MINIMAX_M2}.get(model_type, {}))
     model.config.model_type = "no_such_type"
     lm = adapt_causal_lm(model)
     block = lm.stack.blocks[0]

@@ -37,6 +37,8 @@ class MoE:
         cast_back: cast the top-k weights back to the logits' dtype (Mixtral keeps float32).
         shared, shared_gate: a shared expert (gated MLP) and its ``Linear(d, 1)`` sigmoid gate
             (``None``: the shared expert is added ungated).
+        top_first: choose the top k by the float32 logits, then take the softmax over them
+            (Granite-MoE), instead of the top k of the softmax over all experts.
     """
 
     block: str = "mlp"
@@ -46,6 +48,7 @@ class MoE:
     cast_back: bool = True
     shared: str | None = None
     shared_gate: str | None = None
+    top_first: bool = False
 
     def _shared(self) -> Gated | None:
         return None if self.shared is None else Gated(mlp=f"{self.block}.{self.shared}")
@@ -67,6 +70,11 @@ class MoE:
     def routing_weights(self, layer: nn.Module, logits: torch.Tensor) -> torch.Tensor:
         """Top-k routing weights from router logits ``(..., E)``: ``(..., E)``, zero off the top k."""
         router = module_at(layer, f"{self.block}.{self.router}")
+        if self.top_first:
+            top, idx = torch.topk(logits.float(), router.top_k, dim=-1)
+            top = F.softmax(top, dim=-1)
+            top = top.to(logits.dtype) if self.cast_back else top
+            return torch.zeros_like(logits, dtype=top.dtype).scatter(-1, idx, top)
         probs = F.softmax(logits, dtype=torch.float, dim=-1)
         top, idx = torch.topk(probs, router.top_k, dim=-1)
         renorm = getattr(router, "norm_topk_prob", True) if self.renormalize is None else self.renormalize

@@ -143,8 +143,13 @@ def _reader(layer: nn.Module, network: str | None, got: dict[str, Any]):
                                 f"(its modules: {', '.join(kinds[:8])})")
 
 
-def _wiring(got: dict[str, Any], layer: nn.Module, attention: str | None) -> dict[str, Any]:
-    """The record fields of the wiring that reproduces the probed layer's output (module docstring)."""
+MULTIPLIERS = ("residual_multiplier",)
+"""Config attributes that may scale the network's output before the residual (Granite)."""
+
+
+def _wiring(got: dict[str, Any], layer: nn.Module, attention: str | None, config: Any) -> dict[str, Any]:
+    """The record fields of the wiring that reproduces the probed layer's output (module
+    docstring); a sequential ``y = s + c f`` with ``c`` a config multiplier counts too."""
     x, y = got["layer"]
     z, f = got["network"]
     tol = 8 * gate_tolerance(1, y.shape[-1], y.dtype)
@@ -156,6 +161,9 @@ def _wiring(got: dict[str, Any], layer: nn.Module, attention: str | None) -> dic
         if near(out, z):
             if near(s + f, y):
                 return dict(bypass=b)
+            for name in (m for m in MULTIPLIERS if isinstance(getattr(config, m, None), (int, float))):
+                if near(s + getattr(config, name) * f, y):
+                    return dict(bypass=b, ffn_multiplier=name)
             for n in apply:
                 if n != b and near(s + apply[n](f), y):
                     return dict(bypass=b, post_ffn_norm=n)
@@ -191,8 +199,9 @@ def _moe_readers(layer: nn.Module, network: str) -> list[MoE]:
     shared_gate = "shared_expert_gate" if hasattr(block, "shared_expert_gate") else None
     if any(hasattr(m, "e_score_correction_bias") for m in (block, getattr(block, router))):
         return [SigmoidMoE(block=network, router=router, shared=shared, shared_gate=shared_gate)]
-    return [MoE(block=network, router=router, renormalize=r, cast_back=c, shared=shared, shared_gate=shared_gate)
-            for r in (None, True, False) for c in (True, False)]
+    return [MoE(block=network, router=router, renormalize=r, cast_back=c, shared=shared, shared_gate=shared_gate,
+                top_first=t) for t in (False, True) for r in ((None, True, False) if not t else (None,))
+            for c in (True, False)]
 
 
 BERT_FFN = Plain("intermediate.dense", "intermediate.intermediate_act_fn", "output.dense")
@@ -240,7 +249,7 @@ def recognise(model: nn.Module) -> list[LayerRecord]:
     try:
         attention, network = _children(layers[0])
         got = _probe(model, layers, attention, network)
-        wiring = _wiring(got, layers[0], attention)
+        wiring = _wiring(got, layers[0], attention, model.config)
         moe = [i for i, layer in enumerate(layers) if _has_experts(layer, network)]
         dense = next((i for i in range(len(layers)) if i not in moe), None)
         ffn = None if dense is None else _reader(layers[dense], network, got if dense == 0 else
