@@ -10,7 +10,9 @@ table into docs/real-models.md between its ``reach`` markers).
     unfit        the model type breaks a hypothesis of the theorem (which one is named)
     unsupported  the part that no adapter describes, the gate's refusal, or the step that failed
 
-No row is a traceback: every exception becomes its type and first line.
+Biases that start at zero (Linear biases, the routers' score-correction biases) are drawn, so a
+reader that ignored one is refused. No row is a traceback: every exception becomes its type and
+first line.
 """
 from __future__ import annotations
 
@@ -108,6 +110,16 @@ def classify(model_type: str) -> tuple[str, str]:
     return status, detail
 
 
+def _draw_zero_biases(model) -> None:
+    """Draw every bias that starts at zero (the routers' score-correction biases, Linear biases):
+    a reader that ignored one would otherwise compute what the model computes."""
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, t in [*model.named_buffers(), *model.named_parameters()]:
+            if name.endswith("bias") and t.is_floating_point() and not bool(t.any()):
+                t.copy_(0.1 * torch.randn(t.shape, generator=g, dtype=t.dtype))
+
+
 def _check(model_type: str, hand, dtype: torch.dtype) -> tuple[str, str]:
     """``(status, detail)`` of the tiny model of ``model_type`` in ``dtype``."""
     name = str(dtype).split(".")[-1]
@@ -116,6 +128,7 @@ def _check(model_type: str, hand, dtype: torch.dtype) -> tuple[str, str]:
                  else tiny_causal_lm(model_type, dtype=dtype, **overrides(model_type)))
         if hasattr(model, "set_experts_implementation"):
             model.set_experts_implementation("eager")  # float64 has no grouped kernels
+        _draw_zero_biases(model)
         ids = torch.randint(1, model.get_input_embeddings().weight.shape[0], (1, 9),  # 0: a padding token
                             generator=torch.Generator().manual_seed(3))
         model(ids, use_cache=False)
