@@ -557,3 +557,13 @@ def test_gpt_oss_clamped_experts_and_router_bias_are_recognised():
     assert bool((h[1][..., ::2] > 0.3).any())  # the gate clamp is active somewhere
     _, ratios, _ = identity_errors(lm, _ids()[:1])
     assert float(ratios.max()) <= 1
+
+
+def test_hybrid_with_two_layer_classes_gets_a_wiring_per_class():
+    """OLMo-Hybrid (no record): gated-DeltaNet layers are pre-norm, attention layers carry Olmo 2's
+    post-norms; each class gets its own wiring and the model is matched at every layer."""
+    model = tiny_causal_lm("olmo_hybrid", linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,
+                           linear_num_value_heads=4, linear_conv_kernel_dim=3)
+    lm = adapt_causal_lm(model)
+    assert [b.record.post_ffn_norm for b in lm.stack.blocks] == [None, "post_feedforward_layernorm"]
+    assert_matches_transformers(model, lm)

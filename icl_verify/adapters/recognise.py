@@ -256,9 +256,28 @@ def recognise(model: nn.Module) -> list[LayerRecord]:
                                                   _probe(model, layers, attention, network, dense))
         readers = [ffn] if not moe else [m if ffn is None else ByLayer(ffn, m)
                                            for m in _moe_readers(layers[moe[0]], network)]
+        by_class = _wiring_by_class(model, layers, wiring)
     except UnsupportedModelError as exc:
         raise UnsupportedModelError(f"{_kind(model)} is not recognised: {exc}") from None
-    return [LayerRecord(model.config.model_type, r, **common, **wiring) for r in readers]
+    return [LayerRecord(model.config.model_type, r, **common, **wiring, by_class=by_class) for r in readers]
+
+
+def _wiring_by_class(model: nn.Module, layers: nn.ModuleList, first: dict[str, Any]) -> tuple:
+    """``((class name, wiring fields), ...)`` for the layer classes after the first layer's whose
+    probed wiring differs from ``first`` (hybrids mix layer classes)."""
+    out, seen = [], {type(layers[0]).__name__}
+    for i, layer in enumerate(layers):
+        name = type(layer).__name__
+        if name in seen:
+            continue
+        seen.add(name)
+        attention, network = _children(layer)
+        wiring = _wiring(_probe(model, layers, attention, network, i), layer, attention, model.config)
+        full = {"wiring": "sequential", "bypass": "post_attention_layernorm", "post_ffn_norm": None,
+                "ffn_multiplier": None, **wiring}
+        if wiring != first:
+            out.append((name, tuple(sorted(full.items()))))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ soft-capping, bias) need no code here. The network is a feed-forward reader
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -65,6 +66,9 @@ class LayerRecord:
         own_calls: call each layer with the arguments the model's own forward passes it (masks,
             positions, rotary tables; :class:`~icl_verify.adapters._common.LayerCalls`) instead of
             a causal mask and positions built here.
+        by_class: ``((layer class name, wiring fields), ...)``: fields that differ on the layers
+            of that class (a hybrid whose attention layers have post-norms and whose recurrent
+            layers do not); see :meth:`for_layer`.
     """
 
     model_type: str
@@ -81,10 +85,16 @@ class LayerRecord:
     ffn_multiplier: str | None = None
     head: str | None = None
     own_calls: bool = False
+    by_class: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
 
     def __post_init__(self):
         if self.wiring not in WIRINGS:
             raise ValueError(f"wiring must be one of {WIRINGS}, got {self.wiring!r}")
+
+    def for_layer(self, layer: nn.Module) -> "LayerRecord":
+        """The record of ``layer``: this one with the fields ``by_class`` gives its class."""
+        fields = dict(self.by_class).get(type(layer).__name__)
+        return self if fields is None else dataclasses.replace(self, by_class=(), **dict(fields))
 
 
 RECORDS: Registry[LayerRecord] = Registry("layer record")
@@ -193,8 +203,8 @@ def _check_shape(record: LayerRecord, model: nn.Module) -> None:
         if record.final_norm is not None:
             module_at(model, record.final_norm)
         for layer in layers:
-            record.ffn.z_site(layer)
-            record.ffn.first_layers(layer)
+            record.for_layer(layer).ffn.z_site(layer)
+            record.for_layer(layer).ffn.first_layers(layer)
     except (AttributeError, TypeError) as exc:
         raise UnsupportedModelError(
             f"{type(model).__name__} (model type {record.model_type!r}) does not have the layout of its "
@@ -218,7 +228,8 @@ def adapt_record_lm(model: nn.Module, record: LayerRecord | None = None) -> Adap
     layers = module_at(model, record.layers)
     rotary = None if record.rotary is None else module_at(model, record.rotary)
     calls = LayerCalls(model, layers) if record.own_calls else None
-    stack = Stack([RecordAdapter(record, layer, config, rotary, i, calls) for i, layer in enumerate(layers)])
+    stack = Stack([RecordAdapter(record.for_layer(layer), layer, config, rotary, i, calls)
+                   for i, layer in enumerate(layers)])
     norm = nn.Identity() if record.final_norm is None else module_at(model, record.final_norm)
     first = layers[0]
 
