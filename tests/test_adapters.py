@@ -567,3 +567,17 @@ def test_hybrid_with_two_layer_classes_gets_a_wiring_per_class():
     lm = adapt_causal_lm(model)
     assert [b.record.post_ffn_norm for b in lm.stack.blocks] == [None, "post_feedforward_layernorm"]
     assert_matches_transformers(model, lm)
+
+
+def test_llama4_scaled_expert_inputs_are_recognised():
+    """Llama 4 text (no record): each expert reads z scaled by the sigmoid of its top-k router
+    logit, experts stored (E, d, 2m), a shared expert; matched at every layer, identity within
+    tolerance."""
+    from icl_verify.llm import identity_errors
+
+    model = tiny_causal_lm("llama4_text", num_local_experts=4, num_experts_per_tok=2, interleave_moe_layer_step=1)
+    lm = adapt_causal_lm(model)
+    assert type(lm.stack.blocks[0].record.ffn).__name__ == "ScaledInputMoE"
+    assert_matches_transformers(model, lm)
+    _, ratios, _ = identity_errors(lm, _ids()[:1])
+    assert float(ratios.max()) <= 1

@@ -205,3 +205,40 @@ class ClampedMoE(MoE):
             y = y * weights[..., e:e + 1]
             out = y if out is None else out + y
         return out.to(hs[0].dtype)
+
+
+@dataclass(frozen=True)
+class ScaledInputMoE(MoE):
+    """Llama 4: every expert reads ``z`` scaled by its score ``sigmoid(l_e)`` for the top-k
+    router logits and 0 for the others, ``gate, up = chunk(s_e (W_e z))`` with ``W_e =
+    gate_up_proj[e]^T`` (a view of the ``(E, d, 2m)`` tensor), ``f = shared(z) + sum_e
+    down_e(up * act(gate))``; the shared expert is a gated MLP with ``activation_fn``."""
+
+    block: str = "feed_forward"
+    router: str = "router"
+    shared: str | None = "shared_expert"
+
+    def _shared(self) -> Gated | None:
+        return None if self.shared is None else Gated(mlp=f"{self.block}.{self.shared}", act="activation_fn")
+
+    def first_layers(self, layer: nn.Module):
+        experts = module_at(layer, f"{self.block}.{self.experts}")
+        out = [dense_of(module_at(layer, f"{self.block}.{self.router}"))]
+        out += [(experts.gate_up_proj[e].T, None) for e in range(experts.gate_up_proj.shape[0])]
+        return tuple(out + list(self._shared().first_layers(layer)))
+
+    def routing_weights(self, layer: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+        """``sigmoid`` of the top-k logits (in float32, cast back), 0 for the other experts."""
+        top = torch.topk(logits, module_at(layer, f"{self.block}.{self.router}").top_k, dim=-1)
+        scores = torch.full_like(logits, float("-inf")).scatter(-1, top.indices, top.values)
+        return torch.sigmoid(scores.float()).to(logits.dtype)
+
+    def rest(self, layer: nn.Module, hs: Sequence[torch.Tensor]) -> torch.Tensor:
+        experts = module_at(layer, f"{self.block}.{self.experts}")
+        n = experts.gate_up_proj.shape[0]
+        scores = self.routing_weights(layer, hs[0])
+        outs = []
+        for e in range(n):
+            gate, up = (hs[1 + e] * scores[..., e:e + 1]).chunk(2, dim=-1)
+            outs.append((up * experts.act_fn(gate)) @ experts.down_proj[e])
+        return self._shared().rest(layer, hs[1 + n:3 + n]) + torch.stack(outs).sum(dim=0)

@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import ReconstructionError, UnsupportedModelError
 from ._common import eager_experts, run_until
 from .ffn import OwnForward, Plain, module_at
-from .moe import ClampedMoE, MoE, SigmoidMoE
+from .moe import ClampedMoE, MoE, ScaledInputMoE, SigmoidMoE
 from .gate import _gap, check_reconstruction, gate_tolerance, probe_ids
 from .records import LayerRecord
 
@@ -183,18 +183,28 @@ def _has_experts(layer: nn.Module, network: str | None) -> bool:
     return experts is not None and hasattr(experts, "gate_up_proj")
 
 
+def layer_width(layer: nn.Module, network: str) -> int:
+    """The width ``d`` of the network's input: the in-features of the router's weight."""
+    block = getattr(layer, network)
+    router = next(getattr(block, n) for n in ("gate", "router") if hasattr(block, n))
+    return router.weight.shape[-1]
+
+
 def _moe_readers(layer: nn.Module, network: str) -> list[MoE]:
     """Readers of a mixture of experts with fused ``(E, 2m, d)`` experts and a softmax top-k router
     (child ``gate`` or ``router`` with ``weight`` and ``top_k``), an optional shared expert (with
     a sigmoid gate if the block has ``shared_expert_gate``), every choice of renormalisation and
     of the weights' dtype; sigmoid routing where there is a score-correction bias; gpt-oss's
-    clamped experts where the experts have a ``limit`` and their own ``_apply_gate``."""
+    clamped experts where the experts have a ``limit`` and their own ``_apply_gate``; Llama 4's
+    score-scaled inputs where the experts are stored ``(E, d, 2m)`` beside a shared expert."""
     block = getattr(layer, network)
     router = next((n for n in ("gate", "router") if hasattr(getattr(block, n, None), "top_k")), None)
     if router is None:
         raise UnsupportedModelError(f"the mixture of experts {network!r} has no top-k router child with a weight")
     if hasattr(block.experts, "_apply_gate") and hasattr(block.experts, "limit"):
         return [ClampedMoE(block=network, router=router)]
+    if block.experts.gate_up_proj.shape[1] == layer_width(layer, network) and hasattr(block, "shared_expert"):
+        return [ScaledInputMoE(block=network, router=router)]
     shared = next((n for n in ("shared_expert", "shared_experts") if hasattr(block, n)), None)
     shared_gate = "shared_expert_gate" if hasattr(block, "shared_expert_gate") else None
     if any(hasattr(m, "e_score_correction_bias") for m in (block, getattr(block, router))):
