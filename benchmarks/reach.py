@@ -41,7 +41,7 @@ SHRINK = dict(moe_intermediate_size=24, n_routed_experts=4, num_experts=4, num_l
               linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4,
               linear_conv_kernel_dim=3, expert_hidden_size=24, ffn_hidden_size=48, d_model=32, decoder_layers=2,
               encoder_layers=2, decoder_attention_heads=4, encoder_attention_heads=4, decoder_ffn_dim=48,
-              encoder_ffn_dim=48)
+              encoder_ffn_dim=48, num_experts_per_token=2, linear_head_dim=8, linear_num_heads=4)
 """Settings of mixtures of experts, latent and linear attention and encoder-decoder families' decoders,
 applied where the type's config has them."""
 
