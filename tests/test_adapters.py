@@ -581,3 +581,18 @@ def test_llama4_scaled_expert_inputs_are_recognised():
     assert_matches_transformers(model, lm)
     _, ratios, _ = identity_errors(lm, _ids()[:1])
     assert float(ratios.max()) <= 1
+
+
+def test_recognition_that_crashes_is_unsupported_not_a_dtype_error(monkeypatch):
+    """An exception while probing the layers (here planted in the wiring search) is an
+    UnsupportedModelError naming it, not a RuntimeError the command would blame on the dtype."""
+    from icl_verify.adapters import recognise
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shapes cannot be multiplied")
+
+    monkeypatch.setattr(recognise, "_wiring", broken)
+    model = tiny_causal_lm("llama")
+    model.config.model_type = "no_such_type"
+    with pytest.raises(UnsupportedModelError, match="probing its first layers failed .RuntimeError: shapes"):
+        adapt_causal_lm(model)

@@ -269,6 +269,10 @@ def recognise(model: nn.Module) -> list[LayerRecord]:
         by_class = _wiring_by_class(model, layers, wiring)
     except UnsupportedModelError as exc:
         raise UnsupportedModelError(f"{_kind(model)} is not recognised: {exc}") from None
+    except (RuntimeError, AttributeError, TypeError, IndexError, KeyError, ValueError) as exc:
+        line = (str(exc).strip().splitlines() or [""])[0]
+        raise UnsupportedModelError(f"{_kind(model)} is not recognised: probing its first layers failed "
+                                    f"({type(exc).__name__}: {line})") from exc
     return [LayerRecord(model.config.model_type, r, **common, **wiring, by_class=by_class) for r in readers]
 
 
