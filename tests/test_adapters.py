@@ -596,3 +596,16 @@ def test_recognition_that_crashes_is_unsupported_not_a_dtype_error(monkeypatch):
     model.config.model_type = "no_such_type"
     with pytest.raises(UnsupportedModelError, match="probing its first layers failed .RuntimeError: shapes"):
         adapt_causal_lm(model)
+
+
+def test_own_forward_reader_runs_a_network_that_reads_3d_shapes_on_the_token_alone():
+    """Moshi's MLP unpacks (B, T, d): the recognised reader runs it on (N, 1, .) sequences, so the
+    token alone (B, d), the query-alone run and the identity at every position all work."""
+    from icl_verify.llm import identity_errors, query_alone_check
+
+    model = tiny_causal_lm("moshi")
+    lm = adapt_causal_lm(model)
+    ids = _ids()[:1]
+    _, ratios, last = identity_errors(lm, ids)
+    assert float(ratios.max()) <= 1
+    assert query_alone_check(lm, ids, last)["logits_rel_diff"] < 1e-12
