@@ -47,6 +47,12 @@ class UnsupportedModelError(ICLVerifyError):
     operation on the mixed stream, or a layout its record does not describe)."""
 
 
+class ReconstructionError(ICLVerifyError):
+    """An adapted model does not reproduce its model's own forward (a layer's output or the
+    logits differ beyond the gate's tolerance): its decomposition describes a different network,
+    and no claim about it says anything of the model."""
+
+
 OUTSIDE_HYPOTHESES = (NonFiniteError, DegenerateReferenceError)
 """The errors that put an instance outside every claim's hypotheses (finite values, ``z_r != 0``):
 a value that overflows its dtype, or a reference input that is or rounds to zero. ``icl-verify

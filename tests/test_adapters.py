@@ -2,18 +2,27 @@
 the implicit-update identities hold on every registered tiny architecture."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 pytest.importorskip("transformers", reason="the adapters need the optional extra: pip install '.[models]'")
 
 from icl_verify.adapters import (  # noqa: E402
-    LayerRecord, adapt_causal_lm, adapt_record_lm, get_architecture, list_architectures, list_records,
-    tiny_causal_lm,
+    AdaptedLM, LayerRecord, adapt_causal_lm, adapt_record_lm, get_architecture, list_architectures, list_records,
+    register_record, tiny_causal_lm,
 )
+from icl_verify.adapters.catalog import POST_NORMS  # noqa: E402
 from icl_verify.adapters import hybrid, mamba, mamba2, nemotron_h, recurrent_gemma  # noqa: E402
 from icl_verify.adapters.ffn import Gated  # noqa: E402
-from icl_verify.errors import UnknownLayerError, UnknownNameError, UnsupportedModelError  # noqa: E402
+from icl_verify.adapters.gate import (  # noqa: E402
+    check_reconstruction, layer_gaps, layer_offset, probe_ids, reconstruction,
+)
+from icl_verify.adapters.moe import MoE  # noqa: E402
+from icl_verify.errors import (  # noqa: E402
+    ReconstructionError, UnknownLayerError, UnknownNameError, UnsupportedModelError,
+)
 from icl_verify.through_model import through_model_check  # noqa: E402
 from icl_verify.tolerance import unit_roundoff  # noqa: E402
 from icl_verify.updates import (  # noqa: E402
@@ -159,14 +168,55 @@ def test_moe_update_covers_router_and_every_expert(model_type):
 
 
 def test_bad_layout_is_a_typed_error():
-    """A record that does not describe the model, and a model type without any adapter, fail
-    with typed errors saying why."""
+    """A record that does not describe the model fails with a typed error saying why."""
     with pytest.raises(UnsupportedModelError, match="layout"):
         adapt_record_lm(tiny_causal_lm("gpt2"), LayerRecord("gpt2", Gated()))
-    model = tiny_causal_lm("llama")
+
+
+@pytest.mark.parametrize("model_type, wiring, post_norm", [
+    ("llama", "sequential", None), ("olmo2", "sequential", "post_feedforward_layernorm"),
+    ("gemma2", "sequential", "post_feedforward_layernorm"), ("gpt_neox", "parallel", None),
+    ("gpt2", "sequential", None),
+    ("openai-gpt", "post", "ln_2"), ("opt", "sequential", None),
+    ("flex_olmo", "sequential", "post_feedforward_layernorm"), ("qwen2_moe", "sequential", None),
+    ("roberta", "post", "output.LayerNorm"), ("granitemoe", "sequential", None), ("granite", "sequential", None),
+])
+def test_type_without_record_is_recognised_from_its_module_tree(model_type, wiring, post_norm):
+    """A model whose type has no record (or whose name is changed): the record inferred from its
+    modules has the expected wiring and post-norm, calls each layer as the model does, and the
+    adapted model matches the unmodified one at every layer and in the logits. Mixtures of
+    experts (FlexOlmo; Qwen2-MoE and its gated shared expert; Granite-MoE, top k of the logits
+    first) get the reader whose routing passes the gate; RoBERTa, a BERT layer with its own head
+    module (transform, norm, output matrix)."""
+    model = tiny_causal_lm(model_type, **{"flex_olmo": FLEX_OLMO, "qwen2_moe": QWEN2_MOE,
+                                          "granitemoe": MINIMAX_M2}.get(model_type, {}))
     model.config.model_type = "no_such_type"
-    with pytest.raises(UnknownNameError, match="no_such_type"):
+    lm = adapt_causal_lm(model)
+    block = lm.stack.blocks[0]
+    assert block.record.model_type == "no_such_type" and block.record.own_calls
+    assert (block.wiring, block.record.post_ffn_norm) == (wiring, post_norm)
+    assert_matches_transformers(model, lm)
+
+
+def test_recognised_record_is_gated(monkeypatch):
+    """A recognised record is a proposal: one that leaves out Olmo 2's post-norms is refused."""
+    from icl_verify.adapters import recognise
+
+    model = tiny_causal_lm("olmo2")
+    model.config.model_type = "no_such_type"
+    right = recognise.recognise
+    monkeypatch.setattr(recognise, "recognise",
+                        lambda m: [dataclasses.replace(r, post_ffn_norm=None) for r in right(m)])
+    with pytest.raises(ReconstructionError, match="layer 0"):
         adapt_causal_lm(model)
+
+
+def test_unrecognised_layout_names_the_part():
+    """BLOOM adds the residual inside its MLP: no wiring reproduces the layer; the error names
+    what was looked for, and the override."""
+    with pytest.raises(UnsupportedModelError, match=r"'bloom'\) is not recognised: the decoder layer's output is "
+                                                    r"none of .*register_record"):
+        adapt_causal_lm(tiny_causal_lm("bloom"))
 
 
 def test_mamba_matches_transformers():
@@ -192,17 +242,34 @@ def test_recurrent_gemma_matches_transformers_both_block_kinds():
 @pytest.mark.parametrize("make", SSM_LMS.values(), ids=SSM_LMS)
 def test_whole_ssm_model_matches_transformers(make):
     """Each layer's input and output to float64 rounding; the logits to float32 rounding, since
-    these models' own forward rounds its logits to float32 (the adapted head keeps float64)."""
+    these models' own forward rounds its logits to float32 (the adapted head keeps float64).
+    The model's hidden states are layer inputs or layer outputs (Mamba-2 switched from outputs
+    to inputs in transformers 5.25); the first entry says which."""
     model = make()
     lm = adapt_causal_lm(model)
     ids = _ids()
     out = model(ids, output_hidden_states=True, use_cache=False)
     xs = lm.stack.block_inputs(lm.embed(ids))
-    shift = 0 if model.config.model_type == "nemotron_h" else 1  # layer inputs, or Mamba's layer outputs
-    for l in range(len(lm.stack)):
-        assert _rel(xs[l + shift], out.hidden_states[l]) <= TOL
+    assert len(out.hidden_states) == len(lm.stack) + 1
+    assert max(layer_gaps(out.hidden_states, xs).values()) <= TOL
     assert out.logits.dtype == torch.float32
     assert _rel(lm.head(xs[-1]), out.logits.double()) <= unit_roundoff(torch.float32)
+
+
+def test_hidden_state_convention_is_read_from_the_model():
+    """Mamba records layer outputs, Nemotron-H layer inputs, Mamba-2 layer outputs up to
+    transformers 5.24 and layer inputs from 5.25 (its forward records through ``capture_outputs``);
+    the convention read off the first entry is each of these."""
+    from packaging.version import Version
+    import transformers
+
+    mamba2_offset = 0 if Version(transformers.__version__) >= Version("5.25.0.dev0") else 1
+    for make, offset in [(SSM_LMS["mamba"], 1), (SSM_LMS["nemotron_h"], 0), (SSM_LMS["mamba2"], mamba2_offset)]:
+        model = make()
+        lm = adapt_causal_lm(model)
+        ids = _ids()
+        xs = lm.stack.block_inputs(lm.embed(ids))
+        assert layer_offset(model(ids, output_hidden_states=True, use_cache=False).hidden_states, xs) == offset
 
 
 def test_nemotron_h_block_kinds_and_moe_block_is_a_typed_error():
@@ -338,3 +405,208 @@ def test_through_model_check_works_for_hand_written_adapters():
     with torch.no_grad():
         check = through_model_check(lm, ids, stack_updates(lm.stack, lm.embed(ids)))
     assert check["logits_rel_diff"] <= 1e-6 and check["control_rel_diff"] >= 1e-2
+
+
+# --- the reconstruction gate -------------------------------------------------------------------
+
+DEEPSEEK_V3 = dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=24, n_group=1, topk_group=1,
+                   first_k_dense_replace=0, q_lora_rank=16, kv_lora_rank=8, qk_rope_head_dim=4, qk_nope_head_dim=4,
+                   v_head_dim=8, head_dim=None, num_key_value_heads=4, experts_implementation="eager")
+FLEX_OLMO = dict(num_experts=4, num_experts_per_tok=2, experts_implementation="eager")
+MINIMAX_M2 = dict(num_local_experts=4, num_experts_per_tok=2, experts_implementation="eager")
+QWEN2_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24, shared_expert_intermediate_size=40,
+                 experts_implementation="eager")
+
+
+@pytest.fixture
+def user_registries(monkeypatch):
+    """Records a test registers (as a user would, with ``register_record``) are forgotten after it."""
+    from icl_verify.adapters import _registry, records
+
+    for registry in (records.RECORDS, _registry.MODEL_ADAPTERS, _registry.ARCHITECTURES):
+        monkeypatch.setattr(registry, "_records", dict(registry._records))
+    monkeypatch.setattr(records, "TINY", dict(records.TINY))
+
+
+PLANTED = [  # records a user could write, each describing a network other than the model's
+    pytest.param(LayerRecord("deepseek_v3", MoE()), DEEPSEEK_V3, id="softmax_routing_for_sigmoid_no_shared"),
+    pytest.param(LayerRecord("qwen2_moe", MoE()), QWEN2_MOE, id="shared_expert_left_out"),
+    pytest.param(LayerRecord("olmo2", Gated()), {}, id="post_norm_left_out"),
+    pytest.param(LayerRecord("flex_olmo", MoE()), FLEX_OLMO, id="moe_post_norm_left_out"),
+    pytest.param(LayerRecord("minimax_m2", MoE(renormalize=True)), MINIMAX_M2, id="softmax_routing_for_sigmoid"),
+]
+
+
+@pytest.mark.parametrize("record, tiny", PLANTED)
+def test_planted_wrong_record_is_refused(user_registries, record, tiny):
+    """A registered record whose decomposition is another network: adapting the model, and
+    building its tiny architecture, raise ReconstructionError naming the first layer that differs."""
+    register_record(record, tiny=tiny, replace=True)
+    model = tiny_causal_lm(record.model_type)
+    with pytest.raises(ReconstructionError, match=r"the output of layer 0 differs by 0\.[1-9]"):
+        adapt_causal_lm(model)
+    with pytest.raises(ReconstructionError, match="layer 0"):
+        get_architecture(record.model_type).build()
+
+
+def test_correct_user_record_passes(user_registries):
+    """FlexOlmo (post-norms around a mixture of experts, no pre-norm) registered by a user with
+    the right record: the gate passes, and every layer and the logits match the model."""
+    register_record(LayerRecord("flex_olmo", MoE(), **POST_NORMS), tiny=FLEX_OLMO)
+    model = tiny_causal_lm("flex_olmo")
+    lm = adapt_causal_lm(model)
+    assert check_reconstruction(lm).ratio <= 1
+    assert_matches_transformers(model, lm)
+
+
+def test_gate_names_the_first_layer_that_differs():
+    """Only layer 1 of a 3-layer Olmo 2 model loses its post-norm: the error names layer 1. (The
+    last layer's output shows in the logits: Olmo 2 records layer inputs, then the final norm.)"""
+    model = tiny_causal_lm("olmo2", num_hidden_layers=3)
+    lm = adapt_causal_lm(model)
+    block = lm.stack.blocks[1]
+    block.record = dataclasses.replace(block.record, post_ffn_norm=None)
+    rec = reconstruction(lm, probe_ids(model))
+    assert rec.stages[rec.first_mismatch()] == "layer 1"
+    with pytest.raises(ReconstructionError, match="the output of layer 1 differs"):
+        check_reconstruction(lm)
+
+
+def test_adapter_that_cannot_run_is_unsupported_not_a_traceback(user_registries):
+    """A record naming a module the layer does not have fails in the adapter's forward: a typed
+    error naming the model type, not an AttributeError from inside the layer."""
+    register_record(LayerRecord("llama", Gated(), bypass="no_such_norm"), replace=True)
+    with pytest.raises(UnsupportedModelError, match="'llama' cannot run where its model runs: AttributeError"):
+        adapt_causal_lm(tiny_causal_lm("llama"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("name", ARCHS)
+def test_every_architecture_passes_the_gate(name, dtype):
+    """Every registered architecture's factory gives an adapted model (so ``build`` gates it) whose
+    layers and logits reproduce the model's own forward within the gate's tolerance."""
+    lm = get_architecture(name).factory(seed=1, dtype=dtype)
+    assert isinstance(lm, AdaptedLM)
+    rec = check_reconstruction(lm)
+    assert len(rec.stages) == len(lm.stack) + 1 and rec.ratio <= 1
+
+
+def _biased(model):
+    """``model`` with its score-correction biases drawn (they start at zero), so that a reader
+    ignoring them chooses other experts."""
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for m in model.modules():
+            bias = getattr(m, "e_score_correction_bias", None)
+            if isinstance(bias, torch.Tensor):
+                bias.copy_(0.3 * torch.randn(bias.shape, generator=g))
+    return model
+
+
+def test_sigmoid_routing_is_recognised_and_float32_routers_are_named():
+    """MiniMax-M2 (sigmoid routing, score-correction bias) is recognised and matches in float64.
+    DeepSeek-V3 (grouped sigmoid routing, scaling, ungated shared experts) matches in float32; in
+    float64 its router still computes in float32, and the gate says so instead of blaming the record."""
+    model = _biased(tiny_causal_lm("minimax_m2", **MINIMAX_M2))
+    lm = adapt_causal_lm(model)
+    assert type(lm.stack.blocks[0].record.ffn).__name__ == "SigmoidMoE"
+    assert_matches_transformers(model, lm)
+    model = _biased(tiny_causal_lm("deepseek_v3", dtype=torch.float32, **dict(DEEPSEEK_V3, n_routed_experts=8,
+                                                                              n_group=2, topk_group=1)))
+    lm = adapt_causal_lm(model)
+    assert check_reconstruction(lm).ratio <= 1
+    with pytest.raises(ReconstructionError, match="within float32 rounding"):
+        adapt_causal_lm(tiny_causal_lm("deepseek_v3", **DEEPSEEK_V3))
+
+
+def test_deepseek_shared_expert_left_out_is_refused(user_registries):
+    """A user record for DeepSeek-V3 with the right routing but no shared experts, in float32."""
+    from icl_verify.adapters.moe import SigmoidMoE
+
+    register_record(LayerRecord("deepseek_v3", SigmoidMoE()), tiny=DEEPSEEK_V3, replace=True, architecture=False)
+    with pytest.raises(ReconstructionError, match="the output of layer 0 differs by 0.*different network"):
+        adapt_causal_lm(tiny_causal_lm("deepseek_v3", dtype=torch.float32))
+
+
+def test_gate_on_a_model_that_overflows_is_outside_the_hypotheses():
+    """A model whose own forward overflows in its dtype: NonFiniteError, not a mismatch."""
+    from icl_verify.errors import NonFiniteError
+
+    model = tiny_causal_lm("llama", dtype=torch.float16)
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.mul_(1e5)
+    with pytest.raises(NonFiniteError, match="not finite"):
+        adapt_causal_lm(model)
+
+
+def test_gpt_oss_clamped_experts_and_router_bias_are_recognised():
+    """gpt-oss (no record): router with a bias and a softmax over the top-k logits, experts
+    stored transposed with biases, gate and up clamped at a limit the tiny pre-activations
+    reach, attention sinks; the model is matched at every layer and the identity holds."""
+    from icl_verify.llm import identity_errors
+
+    model = tiny_causal_lm("gpt_oss", num_local_experts=4, num_experts_per_tok=2, swiglu_limit=0.3,
+                           experts_implementation="eager")
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.mlp.router.bias.copy_(torch.linspace(-0.5, 0.5, 4, dtype=torch.float64))
+    lm = adapt_causal_lm(model)
+    assert type(lm.stack.blocks[0].record.ffn).__name__ == "ClampedMoE"
+    assert_matches_transformers(model, lm)
+    h = lm.stack.blocks[0].pre_activations(lm.stack.blocks[0].decompose(lm.embed(_ids())).z)
+    assert bool((h[1][..., ::2] > 0.3).any())  # the gate clamp is active somewhere
+    _, ratios, _ = identity_errors(lm, _ids()[:1])
+    assert float(ratios.max()) <= 1
+
+
+def test_hybrid_with_two_layer_classes_gets_a_wiring_per_class():
+    """OLMo-Hybrid (no record): gated-DeltaNet layers are pre-norm, attention layers carry Olmo 2's
+    post-norms; each class gets its own wiring and the model is matched at every layer."""
+    model = tiny_causal_lm("olmo_hybrid", linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,
+                           linear_num_value_heads=4, linear_conv_kernel_dim=3)
+    lm = adapt_causal_lm(model)
+    assert [b.record.post_ffn_norm for b in lm.stack.blocks] == [None, "post_feedforward_layernorm"]
+    assert_matches_transformers(model, lm)
+
+
+def test_llama4_scaled_expert_inputs_are_recognised():
+    """Llama 4 text (no record): each expert reads z scaled by the sigmoid of its top-k router
+    logit, experts stored (E, d, 2m), a shared expert; matched at every layer, identity within
+    tolerance."""
+    from icl_verify.llm import identity_errors
+
+    model = tiny_causal_lm("llama4_text", num_local_experts=4, num_experts_per_tok=2, interleave_moe_layer_step=1)
+    lm = adapt_causal_lm(model)
+    assert type(lm.stack.blocks[0].record.ffn).__name__ == "ScaledInputMoE"
+    assert_matches_transformers(model, lm)
+    _, ratios, _ = identity_errors(lm, _ids()[:1])
+    assert float(ratios.max()) <= 1
+
+
+def test_recognition_that_crashes_is_unsupported_not_a_dtype_error(monkeypatch):
+    """An exception while probing the layers (here planted in the wiring search) is an
+    UnsupportedModelError naming it, not a RuntimeError the command would blame on the dtype."""
+    from icl_verify.adapters import recognise
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shapes cannot be multiplied")
+
+    monkeypatch.setattr(recognise, "_wiring", broken)
+    model = tiny_causal_lm("llama")
+    model.config.model_type = "no_such_type"
+    with pytest.raises(UnsupportedModelError, match="probing its first layers failed .RuntimeError: shapes"):
+        adapt_causal_lm(model)
+
+
+def test_own_forward_reader_runs_a_network_that_reads_3d_shapes_on_the_token_alone():
+    """Moshi's MLP unpacks (B, T, d): the recognised reader runs it on (N, 1, .) sequences, so the
+    token alone (B, d), the query-alone run and the identity at every position all work."""
+    from icl_verify.llm import identity_errors, query_alone_check
+
+    model = tiny_causal_lm("moshi").requires_grad_(False)
+    lm = adapt_causal_lm(model)
+    ids = _ids()[:1]
+    with torch.no_grad():
+        _, ratios, last = identity_errors(lm, ids)
+        assert float(ratios.max()) <= 1
+        assert query_alone_check(lm, ids, last)["logits_rel_diff"] < 1e-12

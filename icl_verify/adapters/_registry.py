@@ -1,12 +1,13 @@
 """The architecture registry: tiny random configurations of real ``transformers`` blocks.
 
-``register_architecture(name, factory, tags=...)`` records ``factory(*, seed, dtype) -> Stack``,
-a :class:`~icl_verify.blocks.Stack` of adapter blocks wrapping the layers of a tiny random
-model (width 16-64, 2 layers) built offline from a config object. The property suite iterates
-over :func:`list_architectures`, which is empty when ``transformers`` is not installed.
+``register_architecture(name, factory, tags=...)`` records ``factory(*, seed, dtype)``, which
+returns the :class:`AdaptedLM` of a tiny random model (width 16-64, 2 layers) built offline
+from a config object, or a bare :class:`~icl_verify.blocks.Stack` of blocks. The property suite
+iterates over :func:`list_architectures`, which is empty when ``transformers`` is not installed.
 
 Whole causal language models are adapted by model type: ``register_model_adapter(model_type,
-fn)`` records ``fn(model) -> AdaptedLM`` (see :func:`adapt_causal_lm`).
+fn)`` records ``fn(model) -> AdaptedLM`` (see :func:`adapt_causal_lm`). Every adapted model
+passes the reconstruction gate (:mod:`.gate`) before anything is checked on it.
 """
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import torch
 from torch import nn
 
 from ..blocks import Stack
-from ..errors import UnknownNameError
 from ..registry import Registry
 from ._common import INSTALL_HINT, transformers_available
+from .gate import check_reconstruction
 
 StackFactory = Callable[..., Stack]
 
@@ -30,7 +31,8 @@ class ArchitectureInfo:
 
     Attributes:
         name: registry key.
-        factory: ``factory(*, seed, dtype) -> Stack`` of adapter blocks (tiny random config).
+        factory: ``factory(*, seed, dtype)`` -> :class:`AdaptedLM` of a tiny random model (or a
+            bare ``Stack`` of blocks).
         width: model width ``d`` of the stack's input and output ``(B, T, d)``.
         tags: free labels (``"attention"``, ``"recurrent"``, ``"parallel"``, ``"post_ln"``, ...).
     """
@@ -41,10 +43,16 @@ class ArchitectureInfo:
     tags: tuple[str, ...] = ()
 
     def build(self, *, seed: int = 0, dtype: torch.dtype = torch.float64) -> Stack:
-        """A seeded tiny stack in ``dtype``; :class:`ImportError` without ``transformers``."""
+        """A seeded tiny stack in ``dtype``: the adapter stack of the factory's model, once it
+        passes the reconstruction gate (:func:`~icl_verify.adapters.gate.check_reconstruction`).
+        :class:`ImportError` without ``transformers``."""
         if not transformers_available():
             raise ImportError(f"architecture {self.name!r} needs the 'transformers' package; {INSTALL_HINT}")
-        return self.factory(seed=seed, dtype=dtype)
+        built = self.factory(seed=seed, dtype=dtype)
+        if isinstance(built, AdaptedLM):
+            check_reconstruction(built)
+            return built.stack
+        return built
 
 
 ARCHITECTURES: Registry[ArchitectureInfo] = Registry("architecture")
@@ -52,7 +60,7 @@ ARCHITECTURES: Registry[ArchitectureInfo] = Registry("architecture")
 
 def register_architecture(name: str, factory: StackFactory | None = None, *, width: int = 32,
                           tags: tuple[str, ...] = (), replace: bool = False):
-    """Register ``factory(*, seed, dtype) -> Stack`` (inputs ``(B, T, width)``) under ``name``
+    """Register ``factory(*, seed, dtype) -> AdaptedLM | Stack`` (inputs ``(B, T, width)``) under ``name``
     (a plain call or a decorator). :class:`~icl_verify.errors.DuplicateNameError` if ``name`` is
     taken and not ``replace``."""
 
@@ -114,18 +122,23 @@ def register_model_adapter(model_type: str, fn: Callable[[nn.Module], AdaptedLM]
     return add if fn is None else add(fn)
 
 
-def adapt_causal_lm(model: nn.Module) -> AdaptedLM:
-    """Wrap a loaded ``transformers`` causal LM as :class:`AdaptedLM` (no copy of weights).
+def adapt_causal_lm(model: nn.Module, ids: torch.Tensor | None = None) -> AdaptedLM:
+    """Wrap a loaded ``transformers`` causal LM as :class:`AdaptedLM` (no copy of weights), once
+    its adapter reproduces the model's own forward on ``ids`` ``(B, T)`` (default: two random
+    probe sequences) in the model's current dtype (the reconstruction gate, :mod:`.gate`). The
+    adapter is the one registered for ``config.model_type``, else a record recognised from the
+    model's module tree (:mod:`.recognise`).
 
     Raises:
-        UnknownNameError: no adapter for the model's ``config.model_type``.
+        UnsupportedModelError: no adapter, and the layout is not recognised (the part is named).
+        ReconstructionError: the adapter's layers or logits differ from the model's own.
     """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    try:
-        adapt = MODEL_ADAPTERS.get(model_type)
-    except UnknownNameError as exc:
-        raise UnknownNameError(
-            f"{exc}. No adapter describes the layers of model type {model_type!r}; if its decoder layers "
-            "read the mixed stream through a dense first matrix, describe them with "
-            "icl_verify.adapters.register_record(LayerRecord(...))") from None
-    return adapt(model)
+    if model_type in MODEL_ADAPTERS:
+        lm = MODEL_ADAPTERS.get(model_type)(model)
+    else:
+        from .recognise import adapt_recognised
+
+        return adapt_recognised(model, ids)
+    check_reconstruction(lm, ids)
+    return lm

@@ -89,3 +89,39 @@ class Plain:
 
     def rest(self, layer: nn.Module, hs: Sequence[torch.Tensor]) -> torch.Tensor:
         return module_at(layer, self.second)(module_at(layer, self.act)(hs[0]))
+
+
+@dataclass(frozen=True)
+class OwnForward:
+    """``f = network(z)`` computed by the network module's own forward, with the outputs of its
+    first matrices replaced by ``hs`` (whatever follows them, activations, sub-norms, clamps,
+    multipliers, is the model's own code). ``first``: paths, relative to the network module, of
+    the ``Linear``/``Conv1D`` modules reading its input ``z``, in call order."""
+
+    mlp: str = "mlp"
+    first: tuple[str, ...] = ()
+
+    def z_site(self, layer: nn.Module) -> nn.Module:
+        return module_at(layer, self.mlp)
+
+    def first_layers(self, layer: nn.Module):
+        mlp = module_at(layer, self.mlp)
+        return tuple(dense_of(module_at(mlp, p)) for p in self.first)
+
+    def rest(self, layer: nn.Module, hs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The network's output ``(..., d)`` for pre-activations ``hs[k]`` ``(..., m_k)``, run as
+        ``(N, 1, .)`` sequences of one position (modules that read ``(B, T, d)`` shapes accept it;
+        the network is position-wise)."""
+        mlp = module_at(layer, self.mlp)
+        firsts = [module_at(mlp, p) for p in self.first]
+        width = dense_of(firsts[0])[0].shape[1]
+        lead = hs[0].shape[:-1]
+        flat = [h.reshape(-1, 1, h.shape[-1]) for h in hs]
+        handles = [m.register_forward_hook(lambda _m, _args, _out, h=h: h) for m, h in zip(firsts, flat)]
+        try:  # the input is never read: every matrix reading it returns its pre-activation from hs
+            out = mlp(flat[0].new_zeros(flat[0].shape[:-1] + (width,)))
+        finally:
+            for handle in handles:
+                handle.remove()
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        return out.reshape(lead + out.shape[-1:])

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from ..blocks import ContextualBlock, Decomposition, Stack
 from ..errors import UnsupportedModelError
 from ..registry import Registry
-from ._common import attention_mask, position_ids, require_transformers, run_until, tiny_model
+from ._common import attention_mask, eager_experts, position_ids, require_transformers, run_until, tiny_model
 from ._registry import AdaptedLM, register_architecture, register_model_adapter
 from .ffn import Gated, module_at
 from .moe import MoE
@@ -159,8 +159,7 @@ def adapt_hybrid_lm(model: nn.Module, record: HybridRecord | None = None) -> Ada
     ``lm_head`` (no copy of weights). A float64 model with fused experts is switched to
     transformers' eager loop over experts (the grouped kernels have no float64)."""
     record = RECORDS.get(model.config.model_type) if record is None else record
-    if next(model.parameters()).dtype == torch.float64 and hasattr(model, "set_experts_implementation"):
-        model.set_experts_implementation("eager")
+    eager_experts(model)
     rotary = None if record.rotary is None else module_at(model, record.rotary)
     stack = Stack([HybridAdapter(record, layer, rotary) for layer in module_at(model, record.layers)])
     norm = module_at(model, record.final_norm)
@@ -184,10 +183,10 @@ def register_hybrid(record: HybridRecord, tiny, *, tags: tuple[str, ...] = ()) -
     RECORDS.add(record.model_type, record)
     register_model_adapter(record.model_type, lambda model: adapt_hybrid_lm(model, record))
 
-    def factory(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> Stack:
-        return adapt_hybrid_lm(tiny(seed=seed, dtype=dtype), record).stack
+    def factory(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> AdaptedLM:
+        return adapt_hybrid_lm(tiny(seed=seed, dtype=dtype), record)
 
-    factory.__doc__ = f"Adapter stack of a tiny random {record.model_type} (width 32, 4 layers)."
+    factory.__doc__ = f"A tiny random {record.model_type} (width 32, 4 layers), adapted."
     register_architecture(record.model_type, factory, tags=("hybrid", "pre_rms", "gated") + tuple(tags))
     return record
 

@@ -96,14 +96,14 @@ def tiny_mamba_lm(kind: str = "mamba", *, seed: int = 0, dtype: torch.dtype = to
     return tiny_model(cls, _mamba_config(tf, kind), seed=seed, dtype=dtype)
 
 
-def _mamba_stack(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> Stack:
-    """Adapter stack of a tiny random Mamba (width 16, 2 layers)."""
-    return mamba_stack(tiny_mamba(seed=seed, dtype=dtype))
+def _mamba_stack(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> AdaptedLM:
+    """A tiny random Mamba (width 16, 2 layers), adapted."""
+    return adapt_mamba_lm(tiny_mamba_lm(seed=seed, dtype=dtype))
 
 
-def _falcon_mamba_stack(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> Stack:
-    """Adapter stack of a tiny random Falcon-Mamba (width 16, 2 layers)."""
-    return adapt_mamba_lm(tiny_mamba_lm("falcon_mamba", seed=seed, dtype=dtype)).stack
+def _falcon_mamba_stack(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> AdaptedLM:
+    """A tiny random Falcon-Mamba (width 16, 2 layers), adapted."""
+    return adapt_mamba_lm(tiny_mamba_lm("falcon_mamba", seed=seed, dtype=dtype))
 
 
 register_architecture("mamba", _mamba_stack, width=16, tags=("recurrent", "ssm", "residual"))

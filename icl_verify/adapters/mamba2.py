@@ -20,9 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..blocks import Stack
 from ._common import require_transformers, tiny_model
-from ._registry import register_architecture
+from ._registry import AdaptedLM, register_architecture
 from .mamba import adapt_mamba_lm
 
 
@@ -37,9 +36,9 @@ def tiny_mamba2_lm(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.M
     return tiny_model(tf.Mamba2ForCausalLM, config, seed=seed, dtype=dtype)
 
 
-def _mamba2_stack(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> Stack:
-    """Adapter stack of a tiny random Mamba-2 (width 16, 2 layers)."""
-    return adapt_mamba_lm(tiny_mamba2_lm(seed=seed, dtype=dtype)).stack
+def _mamba2_stack(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> AdaptedLM:
+    """A tiny random Mamba-2 (width 16, 2 layers), adapted."""
+    return adapt_mamba_lm(tiny_mamba2_lm(seed=seed, dtype=dtype))
 
 
 register_architecture("mamba2", _mamba2_stack, width=16, tags=("recurrent", "ssm", "residual", "gated_norm"))

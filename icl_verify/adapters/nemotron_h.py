@@ -108,9 +108,9 @@ def tiny_nemotron_h(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.
     return tiny_model(tf.NemotronHForCausalLM, config, seed=seed, dtype=dtype)
 
 
-def _nemotron_h_stack(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> Stack:
-    """Adapter stack of a tiny random Nemotron-H (width 32, 4 blocks)."""
-    return adapt_nemotron_h_lm(tiny_nemotron_h(seed=seed, dtype=dtype)).stack
+def _nemotron_h_stack(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> AdaptedLM:
+    """A tiny random Nemotron-H (width 32, 4 blocks), adapted."""
+    return adapt_nemotron_h_lm(tiny_nemotron_h(seed=seed, dtype=dtype))
 
 
 register_architecture("nemotron_h", _nemotron_h_stack,

@@ -21,6 +21,7 @@ soft-capping, bias) need no code here. The network is a feed-forward reader
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -32,7 +33,9 @@ from ..blocks import ContextualBlock, Decomposition, Stack
 from ..errors import UnsupportedModelError
 from ..registry import Registry
 from ..layers import seeded
-from ._common import attention_mask, position_ids, require_transformers, run_until, tiny_model
+from ._common import (
+    LayerCalls, attention_mask, eager_experts, position_ids, require_transformers, run_until, tiny_model,
+)
 from ._registry import AdaptedLM, register_architecture, register_model_adapter
 from .ffn import module_at
 
@@ -57,6 +60,15 @@ class LayerRecord:
             ``is_decoder``); causal when ``None``.
         ffn_multiplier: a config attribute scaling ``f`` before the residual (Granite's
             ``residual_multiplier``), or ``None``.
+        head: a module of the model whose own forward maps the final norm's output to the logits
+            (BERT's ``cls``, RoBERTa's ``lm_head``: transform, norm and output matrix), used
+            instead of the output embeddings; ``None``: not used.
+        own_calls: call each layer with the arguments the model's own forward passes it (masks,
+            positions, rotary tables; :class:`~icl_verify.adapters._common.LayerCalls`) instead of
+            a causal mask and positions built here.
+        by_class: ``((layer class name, wiring fields), ...)``: fields that differ on the layers
+            of that class (a hybrid whose attention layers have post-norms and whose recurrent
+            layers do not); see :meth:`for_layer`.
     """
 
     model_type: str
@@ -67,14 +79,22 @@ class LayerRecord:
     post_ffn_norm: str | None = None
     parallel_flag: str | None = None
     layers: str = "model.layers"
-    final_norm: str = "model.norm"
+    final_norm: str | None = "model.norm"
     rotary: str | None = "model.rotary_emb"
     causal_flag: str | None = None
     ffn_multiplier: str | None = None
+    head: str | None = None
+    own_calls: bool = False
+    by_class: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
 
     def __post_init__(self):
         if self.wiring not in WIRINGS:
             raise ValueError(f"wiring must be one of {WIRINGS}, got {self.wiring!r}")
+
+    def for_layer(self, layer: nn.Module) -> "LayerRecord":
+        """The record of ``layer``: this one with the fields ``by_class`` gives its class."""
+        fields = dict(self.by_class).get(type(layer).__name__)
+        return self if fields is None else dataclasses.replace(self, by_class=(), **dict(fields))
 
 
 RECORDS: Registry[LayerRecord] = Registry("layer record")
@@ -89,12 +109,14 @@ class RecordAdapter(ContextualBlock):
         config: the model's config (sliding windows, layer types, causality).
         rotary: the model's rotary module or ``None``.
         index: the layer's index (its layer type).
+        calls: the model's own layer arguments (``record.own_calls``), or ``None``.
     """
 
     def __init__(self, record: LayerRecord, layer: nn.Module, config: Any, rotary: nn.Module | None,
-                 index: int):
+                 index: int, calls: LayerCalls | None = None):
         super().__init__()
         self.record = record
+        self.calls = calls
         self.layer = layer
         self.rotary = rotary
         self.index = index
@@ -128,6 +150,11 @@ class RecordAdapter(ContextualBlock):
             kw["use_cache"] = False
         return kw
 
+    def _caller(self, x: torch.Tensor):
+        """``run() -> layer(x, ...)`` with the layer's arguments (prepared before any hook is set)."""
+        args, kwargs = ((), self._kwargs(x)) if self.calls is None else self.calls(self.index, x)
+        return lambda: self.layer(x, *args, **kwargs)
+
     def decompose(self, x: torch.Tensor) -> Decomposition:
         x = x.to(next(self.layer.parameters()).device)  # layers spread by device_map="auto"
         inputs, outputs = {}, {}
@@ -135,13 +162,13 @@ class RecordAdapter(ContextualBlock):
             outputs["a"] = module_at(self.layer, self.record.attention)
         elif self.wiring == "sequential" and self.record.bypass is not None:
             inputs["s"] = module_at(self.layer, self.record.bypass)
-        z, got = run_until(self.record.ffn.z_site(self.layer), lambda: self.layer(x, **self._kwargs(x)),
-                           inputs=inputs, outputs=outputs)
+        z, got = run_until(self.record.ffn.z_site(self.layer), self._caller(x), inputs=inputs, outputs=outputs)
         if z is None:
             raise UnsupportedModelError(
                 f"{self.record.model_type} layer {self.index}: its network input was never reached")
         s = x + got["a"] if self.wiring == "parallel" else got.get("s", z)
-        return Decomposition(z, s)
+        lead = x.shape[:-1]  # a layer may flatten (B, T) before its network (OPT)
+        return Decomposition(z.reshape(lead + z.shape[-1:]), s.reshape(lead + s.shape[-1:]))
 
     def first_layers(self):
         return self.record.ffn.first_layers(self.layer)
@@ -173,10 +200,11 @@ def _check_shape(record: LayerRecord, model: nn.Module) -> None:
     """:class:`UnsupportedModelError` naming the first path of ``record`` that ``model`` lacks."""
     try:
         layers = module_at(model, record.layers)
-        module_at(model, record.final_norm)
+        if record.final_norm is not None:
+            module_at(model, record.final_norm)
         for layer in layers:
-            record.ffn.z_site(layer)
-            record.ffn.first_layers(layer)
+            record.for_layer(layer).ffn.z_site(layer)
+            record.for_layer(layer).ffn.first_layers(layer)
     except (AttributeError, TypeError) as exc:
         raise UnsupportedModelError(
             f"{type(model).__name__} (model type {record.model_type!r}) does not have the layout of its "
@@ -196,12 +224,13 @@ def adapt_record_lm(model: nn.Module, record: LayerRecord | None = None) -> Adap
     config = model.config
     record = RECORDS.get(config.model_type) if record is None else record
     _check_shape(record, model)
-    if next(model.parameters()).dtype == torch.float64 and hasattr(model, "set_experts_implementation"):
-        model.set_experts_implementation("eager")  # grouped kernels have no float64; same arithmetic
+    eager_experts(model)
     layers = module_at(model, record.layers)
     rotary = None if record.rotary is None else module_at(model, record.rotary)
-    stack = Stack([RecordAdapter(record, layer, config, rotary, i) for i, layer in enumerate(layers)])
-    norm = module_at(model, record.final_norm)
+    calls = LayerCalls(model, layers) if record.own_calls else None
+    stack = Stack([RecordAdapter(record.for_layer(layer), layer, config, rotary, i, calls)
+                   for i, layer in enumerate(layers)])
+    norm = nn.Identity() if record.final_norm is None else module_at(model, record.final_norm)
     first = layers[0]
 
     def embed(ids: torch.Tensor) -> torch.Tensor:
@@ -211,9 +240,12 @@ def adapt_record_lm(model: nn.Module, record: LayerRecord | None = None) -> Adap
     scale = getattr(config, "logit_scale", None)
     divisor = getattr(config, "logits_scaling", None)
 
+    own_head = None if record.head is None else module_at(model, record.head)
+
     def head(h: torch.Tensor) -> torch.Tensor:
         out = model.get_output_embeddings()
-        logits = out(norm(h.to(out.weight.device)))
+        h = h.to(out.weight.device)
+        logits = (own_head if own_head is not None else out)(norm(h))
         if scale is not None:
             logits = logits * scale
         if divisor is not None:
@@ -223,11 +255,10 @@ def adapt_record_lm(model: nn.Module, record: LayerRecord | None = None) -> Adap
     return AdaptedLM(model, stack, embed, head)
 
 
-def tiny_causal_lm(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch.float64,
-                   **overrides) -> nn.Module:
-    """A seeded tiny random causal LM of ``model_type`` built offline: width 32, 2 layers,
-    4 heads (2 key/value heads, head size 8), vocabulary 64, with the type's registered tiny
-    settings and ``overrides``. No embedding row is zero (the padding token's is drawn too)."""
+def tiny_config(model_type: str, **overrides) -> Any:
+    """The config of :func:`tiny_causal_lm`: width 32, 2 layers, 4 heads (2 key/value heads, head
+    size 8), vocabulary 64, with the type's registered tiny settings and ``overrides`` (``None``:
+    the type's own default)."""
     tf = require_transformers()
     kwargs = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
@@ -235,8 +266,16 @@ def tiny_causal_lm(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch
     kwargs.update(TINY.get(model_type, {}))
     kwargs.update(overrides)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}  # None: the type has no such setting
-    config = tf.AutoConfig.for_model(model_type, **kwargs)
-    model = tiny_model(tf.AutoModelForCausalLM.from_config, config, seed=seed, dtype=dtype)
+    return tf.AutoConfig.for_model(model_type, **kwargs)
+
+
+def tiny_causal_lm(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch.float64,
+                   **overrides) -> nn.Module:
+    """A seeded tiny random causal LM of ``model_type`` built offline from :func:`tiny_config`.
+    No embedding row is zero (the padding token's is drawn too)."""
+    tf = require_transformers()
+    model = tiny_model(tf.AutoModelForCausalLM.from_config, tiny_config(model_type, **overrides), seed=seed,
+                       dtype=dtype)
     weight = model.get_input_embeddings().weight
     with torch.no_grad(), seeded(seed + 1):  # the padding token's zero row: a token alone would have z = 0
         zero = weight.abs().sum(-1) == 0
@@ -256,10 +295,10 @@ def register_record(record: LayerRecord, *, tiny: dict | None = None, tags: tupl
     register_model_adapter(record.model_type, lambda model: adapt_record_lm(model, record), replace=replace)
     TINY[record.model_type] = dict(tiny or {})
     if architecture:
-        def factory(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> Stack:
-            return adapt_record_lm(tiny_causal_lm(record.model_type, seed=seed, dtype=dtype), record).stack
+        def factory(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> AdaptedLM:
+            return adapt_record_lm(tiny_causal_lm(record.model_type, seed=seed, dtype=dtype), record)
 
-        factory.__doc__ = f"Adapter stack of a tiny random {record.model_type} (width 32, 2 layers)."
+        factory.__doc__ = f"A tiny random {record.model_type} (width 32, 2 layers), adapted."
         register_architecture(record.model_type, factory, tags=("record", record.wiring) + tuple(tags),
                               replace=replace)
     return record

@@ -100,9 +100,9 @@ def adapt_recurrent_gemma_lm(model: nn.Module) -> AdaptedLM:
 register_model_adapter("recurrent_gemma", adapt_recurrent_gemma_lm)
 
 
-def _recurrent_gemma_stack(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> Stack:
-    """Adapter stack of a tiny random RecurrentGemma (recurrent block, then local attention)."""
-    return recurrent_gemma_stack(tiny_recurrent_gemma(seed=seed, dtype=dtype))
+def _recurrent_gemma_stack(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> AdaptedLM:
+    """A tiny random RecurrentGemma (recurrent block, then local attention), adapted."""
+    return adapt_recurrent_gemma_lm(tiny_recurrent_gemma_lm(seed=seed, dtype=dtype))
 
 
 register_architecture("recurrent_gemma", _recurrent_gemma_stack,

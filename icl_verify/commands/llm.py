@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import ICLVerifyError
 from . import positive_int, show_progress
 
 DEFAULT_OUT = Path("icl-verify-llm")
@@ -234,15 +235,19 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         model, tok = load_model(args.model, device=args.device, device_map=args.device_map)
-    except (ImportError, FileNotFoundError) as exc:
+    except (ImportError, FileNotFoundError, ICLVerifyError) as exc:  # ICLVerifyError: refused from config.json
         print(f"icl-verify llm: {exc}", file=sys.stderr)
         return 2
     if args.prompt is not None:
         prompt = text_prompt(tok, args.prompt.replace("\\n", "\n"))
     else:
         prompt = task_prompt(tok, TASKS[args.task], args.shots)
-    a = analyse(model, tok, prompt, dtypes=tuple(args.dtype), dense=args.dense, progress=progress,
-                through_model=args.through_model)
+    try:
+        a = analyse(model, tok, prompt, dtypes=tuple(args.dtype), dense=args.dense, progress=progress,
+                    through_model=args.through_model)
+    except ICLVerifyError as exc:  # the gate refused, or the model does not fit / cannot run in a dtype
+        print(f"icl-verify llm: no verdict: {exc}", file=sys.stderr)
+        return 1
     rows = []
     for l in range(len(a.update_norms)):
         inc = a.shot_increments[:, l] if len(a.shot_increments) else None
@@ -273,9 +278,20 @@ def run(args: argparse.Namespace) -> int:
     files = _write(out, a) + [_plot(out, a)]
     print("wrote " + ", ".join(str(f) for f in files))
     print(f"done in {time.perf_counter() - start:.0f} s")
-    worst = a.errors.get("float64")
-    within = all(float(r.max()) <= 1 for r in a.ratios.values())
-    ok = (within and all(q["same_prediction"] for q in a.query_check.values())
-          and all(t["same_prediction"] for t in a.through_model.values())
-          and (worst is None or float(worst.max()) <= 1e-9))
-    return 0 if ok else 1
+    failed = failed_claims(a)
+    print("verdict: every claim holds" if not failed else "verdict: FAILED: " + "; ".join(failed))
+    return 1 if failed else 0
+
+
+def failed_claims(a) -> list[str]:
+    """The claims of an :class:`~icl_verify.llm.Analysis` that fail, in words: the identity beyond
+    the error model's tolerance at some layer and position (each dtype), and the query alone
+    (through the adapted layers, and through the model's own forward) predicting another next
+    token than the full prompt."""
+    failed = [f"{name}: identity error over tolerance {float(r.max()):.3g} > 1" for name, r in a.ratios.items()
+              if not float(r.max()) <= 1]
+    failed += [f"{name}: the query alone with the updates predicts another next token"
+               for name, q in a.query_check.items() if not q["same_prediction"]]
+    failed += [f"{name}: through the model's own forward the query alone predicts another next token"
+               for name, t in a.through_model.items() if not t["same_prediction"]]
+    return failed

@@ -1,7 +1,8 @@
 """A real causal language model under the implicit-update lens (docs/theory.md §7).
 
 One module per job: :mod:`.loading` (SmolLM2 or a local model, offline), :mod:`.casting` (one
-model in several dtypes, each rounded from its own values), :mod:`.prompts`
+model in several dtypes, each rounded from its own values), :mod:`.offload` (weights accelerate
+offloads, held loaded for a check), :mod:`.prompts`
 (few-shot tasks and prompts as token ids ``(1, T)``), :mod:`.identity` (the identity at every
 layer and position, the query alone through the updated layers), :mod:`.shots` (the shots curve
 ``dW_l(k)`` and its cosine with the shots' loss gradient), :mod:`.analysis` (all of them at once,

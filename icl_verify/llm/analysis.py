@@ -14,6 +14,7 @@ import torch
 from ..adapters import adapt_causal_lm
 from ..errors import DTypeError, NonFiniteError
 from .casting import exact_casts
+from .offload import onloaded
 from .identity import combined_norm, identity_errors, query_alone_check
 from .prompts import Prompt
 from .shots import finetune_similarity, shots_loss_gradients, shots_updates
@@ -44,7 +45,15 @@ def analyse(model, tokenizer, prompt: Prompt, *, dtypes=("float32", "float64"), 
     (the model is cast in place, each time from its values on entry, and handed back with
     those values and dtypes: :func:`icl_verify.llm.casting.exact_casts`); the shots
     curve and the finetuning comparison run in the last dtype. ``through_model``: also the
-    check through the model's own forward (:func:`icl_verify.through_model.through_model_check`)."""
+    check through the model's own forward (:func:`icl_verify.through_model.through_model_check`).
+    Weights ``accelerate`` offloads are held loaded meanwhile (:func:`.offload.onloaded`)."""
+    with onloaded(model):
+        return _analyse(model, tokenizer, prompt, dtypes=dtypes, dense=dense, progress=progress,
+                        through_model=through_model)
+
+
+def _analyse(model, tokenizer, prompt: Prompt, *, dtypes, dense: bool, progress: bool,
+             through_model: bool) -> Analysis:
     from ..through_model import through_model_check
 
     device = next(model.parameters()).device
@@ -55,7 +64,7 @@ def analyse(model, tokenizer, prompt: Prompt, *, dtypes=("float32", "float64"), 
             for name in dtypes:
                 try:
                     cast(getattr(torch, name))
-                    lm = adapt_causal_lm(model)
+                    lm = adapt_causal_lm(model, ids)
                     terms[name] = {}
                     errors[name], ratios[name], last = identity_errors(lm, ids, dense=dense, progress=progress,
                                                                        terms=terms[name])

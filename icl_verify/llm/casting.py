@@ -59,7 +59,13 @@ def exact_casts(model: nn.Module) -> Iterator[Callable[[torch.dtype], nn.Module]
         if lossy and kept is None:
             kept = [table[key].detach().to("cpu", copy=True) for table, key in slots]
         rounded = lossy
-        return model.to(dtype)
+        for table, key in slots:  # model.to(dtype), which accelerate forbids on a dispatched model
+            t = table[key]
+            if isinstance(t, nn.Parameter):
+                t.data = t.data.to(dtype)
+            else:
+                table[key] = t.to(dtype)
+        return model
 
     try:
         yield cast

@@ -41,13 +41,19 @@ def load_model(path: str | None = None, *, device: str = "cpu", device_map: str 
     """``(model, tokenizer)`` for SmolLM2 (``path`` None or ``"smollm2"``), a local Hugging Face
     causal LM directory, or a ``.gguf`` file; offline (``HF_HUB_OFFLINE=1``), eval mode, no
     parameter gradients, cached per process. ``device_map="auto"`` spreads a large model over
-    the available devices (accelerate)."""
+    the available devices (accelerate). A model directory whose ``config.json`` names a type that
+    cannot be adapted is refused before any weight is read
+    (:func:`icl_verify.adapters.support.check_supported`: :class:`~icl_verify.errors.UnsupportedModelError`)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import transformers
     except ImportError as exc:
         raise ImportError("icl-verify llm needs the optional extra: pip install 'icl-verify[models]'") from exc
     directory, gguf = _resolve(path)
+    if gguf is None:
+        from ..adapters.support import check_supported, read_config
+
+        check_supported(read_config(directory))
     kwargs = {"gguf_file": gguf} if gguf else {}
     model = transformers.AutoModelForCausalLM.from_pretrained(
         directory, dtype=getattr(torch, dtype), device_map=device_map, **kwargs)
