@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ..layers import seeded
+from ..seeding import seeded
 
 INSTALL_HINT = "install the optional extra: pip install 'icl-verify[models]'"
 

@@ -32,7 +32,7 @@ from torch import nn
 from ..blocks import ContextualBlock, Decomposition, Stack
 from ..errors import UnsupportedModelError
 from ..registry import Registry
-from ..layers import seeded
+from ..seeding import seeded
 from ._common import (
     LayerCalls, attention_mask, eager_experts, position_ids, require_transformers, run_until, tiny_model,
 )

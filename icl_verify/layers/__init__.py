@@ -6,7 +6,6 @@ from ._registry import (
     get_layer,
     list_layers,
     register_layer,
-    seeded,
     unregister_layer,
 )
 from . import attention  # noqa: F401  (registers)
@@ -19,6 +18,5 @@ __all__ = [
     "get_layer",
     "list_layers",
     "register_layer",
-    "seeded",
     "unregister_layer",
 ]
