@@ -60,18 +60,26 @@ def positions(models: dict[str, list], prompts: dict[str, Prompts], out: Path, *
     - ``positions_rank``: singular values of ``sum_t dW^l_t`` relative to the largest, for both
       references, and the numerical rank ``#{sigma_k > RANK_TOL sigma_1}``.
     """
-    names = list(models)
     summary: dict = {"config": config, "rank_tolerance": RANK_TOL}
-    # identity
+    for figure in (_identity_figure, _similarity_figure, _rank_figure):
+        summary.update(figure(models, prompts, out, config))
+    return summary
+
+
+IDENTITY_PANELS = [("block_token", "each block, reference = token alone"),
+                   ("block_query", "each block, reference = query alone"),
+                   ("stack", "whole stack, token alone through updated blocks")]
+
+
+def _identity_figure(models, prompts, out: Path, config: dict) -> dict:
+    """``positions_identity``: one heat map per (variant, check) of the largest identity error."""
+    names, summary, rows = list(models), {}, []
     fig, axes = plt.subplots(len(names), 3, figsize=(15, 3.2 * len(names)), squeeze=False)
-    rows = []
     for r, key in enumerate(names):
         errs = [identity_errors(m, prompts[key].tokens()) for m in models[key]]
         merged = {k: np.max([e[k] for e in errs], axis=0) for k in errs[0]}
         summary[f"identity_max_error[{key}]"] = {k: float(v.max()) for k, v in merged.items()}
-        for c, (k, label) in enumerate([("block_token", "each block, reference = token alone"),
-                                        ("block_query", "each block, reference = query alone"),
-                                        ("stack", "whole stack, token alone through updated blocks")]):
+        for c, (k, label) in enumerate(IDENTITY_PANELS):
             im = axes[r, c].imshow(np.log10(np.maximum(merged[k], LOG_FLOOR)), aspect="auto",
                                    cmap="magma", vmin=-18, vmax=-12)
             axes[r, c].set(title=f"{key}: {label}", xlabel="position t", ylabel="block",
@@ -80,19 +88,21 @@ def positions(models: dict[str, list], prompts: dict[str, Prompts], out: Path, *
             rows += [[key, k, l, t, merged[k][l, t]] for l in range(merged[k].shape[0])
                      for t in range(merged[k].shape[1])]
     write_figure(out, "positions_identity", fig, ["variant", "check", "block", "position", "max_error"],
-                 rows, {"config": config, **{k: v for k, v in summary.items() if k.startswith("identity")}})
-    # similarity between positions
+                 rows, {"config": config, **summary})
+    return summary
+
+
+def _similarity_figure(models, prompts, out: Path, config: dict) -> dict:
+    """``positions_similarity``: cosine and distance between the updates of two positions, first
+    and last block."""
+    names, summary, rows = list(models), {}, []
     fig, axes = plt.subplots(len(names), 4, figsize=(19, 4.2 * len(names)), squeeze=False)
-    rows = []
     for r, key in enumerate(names):
         depth = len(models[key][0])
         for c, l in enumerate(sorted({0, depth - 1})):
-            dws = []
-            for m in models[key]:
-                with torch.no_grad():
-                    upd = stack_updates(m, prompts[key].tokens(), reference="query",
-                                        every_position=True)[l]
-                dws.append(upd.dense()[0])
+            with torch.no_grad():
+                dws = [stack_updates(m, prompts[key].tokens(), reference="query", every_position=True)[l].dense()[0]
+                       for m in models[key]]
             cos, dist = pair_matrices(dws)
             pair = (axes[r, c], axes[r, 2 + c]) if depth > 1 else (axes[r, 0], axes[r, 2])
             draw_pairs(fig, pair, cos, dist, f"{key}, block {l}: {{what}}", xlabel="position t",
@@ -103,32 +113,31 @@ def positions(models: dict[str, list], prompts: dict[str, Prompts], out: Path, *
             summary[f"position_cosine_query_vs_context_mean[{key}][block {l}]"] = float(cos[-1, :-1].mean())
             rows += [[key, l, s, t, cos[s, t], dist[s, t]] for s in range(n) for t in range(n)]
     write_figure(out, "positions_similarity", fig, ["variant", "block", "s", "t", "cosine",
-                                                    "frobenius_distance"], rows,
-                 {"config": config, **{k: v for k, v in summary.items() if k.startswith("position_")}})
-    # rank of the sum over positions
+                                                    "frobenius_distance"], rows, {"config": config, **summary})
+    return summary
+
+
+def _rank_figure(models, prompts, out: Path, config: dict) -> dict:
+    """``positions_rank``: the relative spectrum of ``sum_t dW^l_t`` and its numerical rank."""
+    names, summary, rows = list(models), {}, []
     fig, axes = plt.subplots(1, len(names), figsize=(9 * len(names), 4.8), squeeze=False)
-    rows = []
     for c, key in enumerate(names):
         ax = axes[0, c]
         for ref, ls in (("token", "-"), ("query", "--")):
-            spec = np.concatenate([sum_spectrum(m, prompts[key].tokens(), ref)
-                                   for m in models[key]])
+            spec = np.concatenate([sum_spectrum(m, prompts[key].tokens(), ref) for m in models[key]])
             ranks = (spec > RANK_TOL).sum(-1)  # (B, L)
             colors = plt.cm.viridis(np.linspace(0, 0.9, spec.shape[1]))
+            k = np.arange(1, spec.shape[2] + 1)
             for l in range(spec.shape[1]):
-                k = np.arange(1, spec.shape[2] + 1)
-                ax.plot(k, np.maximum(spec[:, l].mean(0), LOG_FLOOR), ls=ls, marker="o",
-                        color=colors[l],
+                ax.plot(k, np.maximum(spec[:, l].mean(0), LOG_FLOOR), ls=ls, marker="o", color=colors[l],
                         label=f"block {l}, ref {ref}: rank {ranks[:, l].mean():.2f}")
                 rows += [[key, ref, l, kk, spec[:, l, kk - 1].mean(), ranks[:, l].mean()] for kk in k]
             summary[f"rank_of_sum[{key}][reference {ref}]"] = ranks.mean(0).tolist()
         ax.axhline(RANK_TOL, color="red", lw=1, ls=":", label=f"rank threshold {RANK_TOL:g}")
-        ax.set(yscale="log", xlabel="singular value index k", ylabel="sigma_k / sigma_1 (mean)",
-               xticks=range(1, spec.shape[2] + 1),
+        ax.set(yscale="log", xlabel="singular value index k", ylabel="sigma_k / sigma_1 (mean)", xticks=k,
                title=f"{key}: spectrum of sum_t dW^l_t\n(solid: reference token, dashed: query)")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     write_figure(out, "positions_rank", fig, ["variant", "reference", "block", "k",
                                               "relative_singular_value_mean", "numerical_rank_mean"],
-                 rows, {"config": config, "rank_tolerance": RANK_TOL,
-                        **{k: v for k, v in summary.items() if k.startswith("rank_")}})
+                 rows, {"config": config, "rank_tolerance": RANK_TOL, **summary})
     return summary
