@@ -30,7 +30,7 @@ from torch import nn
 
 from ..errors import ReconstructionError, UnsupportedModelError
 from ._common import eager_experts, run_until
-from .ffn import OwnForward, Plain, module_at
+from .ffn import OwnForward, Plain, module_at, own_pre_activations
 from .moe import ClampedMoE, MoE, ScaledInputMoE, SigmoidMoE
 from .gate import _gap, check_reconstruction, gate_tolerance, probe_ids
 from .records import LayerRecord
@@ -190,13 +190,25 @@ def layer_width(layer: nn.Module, network: str) -> int:
     return router.weight.shape[-1]
 
 
+def _router_float32(router: nn.Module) -> bool:
+    """Whether ``router`` computes its logits in float32 when its weight ``(E, d)`` is in another
+    dtype: the dtype of the first output of its own forward on one zero position ``(1, 1, d)``."""
+    w = router.weight
+    if w.dtype == torch.float32:
+        return False
+    with torch.no_grad():
+        out = router(torch.zeros(1, 1, w.shape[-1], dtype=w.dtype, device=w.device))
+    return (out[0] if isinstance(out, (tuple, list)) else out).dtype == torch.float32
+
+
 def _moe_readers(layer: nn.Module, network: str) -> list[MoE]:
     """Readers of a mixture of experts with fused ``(E, 2m, d)`` experts and a softmax top-k router
     (child ``gate`` or ``router`` with ``weight`` and ``top_k``), an optional shared expert (with
     a sigmoid gate if the block has ``shared_expert_gate``), every choice of renormalisation and
     of the weights' dtype; sigmoid routing where there is a score-correction bias; gpt-oss's
     clamped experts where the experts have a ``limit`` and their own ``_apply_gate``; Llama 4's
-    score-scaled inputs where the experts are stored ``(E, d, 2m)`` beside a shared expert."""
+    score-scaled inputs where the experts are stored ``(E, d, 2m)`` beside a shared expert. A
+    router whose own forward returns float32 logits in a model of another dtype is read so."""
     block = getattr(layer, network)
     router = next((n for n in ("gate", "router") if hasattr(getattr(block, n, None), "top_k")), None)
     if router is None:
@@ -207,10 +219,11 @@ def _moe_readers(layer: nn.Module, network: str) -> list[MoE]:
         return [ScaledInputMoE(block=network, router=router)]
     shared = next((n for n in ("shared_expert", "shared_experts") if hasattr(block, n)), None)
     shared_gate = "shared_expert_gate" if hasattr(block, "shared_expert_gate") else None
+    f32 = _router_float32(getattr(block, router))
     if any(hasattr(m, "e_score_correction_bias") for m in (block, getattr(block, router))):
-        return [SigmoidMoE(block=network, router=router, shared=shared, shared_gate=shared_gate)]
+        return [SigmoidMoE(block=network, router=router, shared=shared, shared_gate=shared_gate, router_float32=f32)]
     return [MoE(block=network, router=router, renormalize=r, cast_back=c, shared=shared, shared_gate=shared_gate,
-                top_first=t) for t in (False, True) for r in ((None, True, False) if not t else (None,))
+                top_first=t, router_float32=f32) for t in (False, True) for r in ((None, True, False) if not t else (None,))
             for c in (True, False)]
 
 
@@ -312,6 +325,9 @@ class ByLayer:
 
     def rest(self, layer: nn.Module, hs):
         return self.pick(layer).rest(layer, hs)
+
+    def own_pre_activations(self, layer: nn.Module, z: torch.Tensor):
+        return own_pre_activations(self.pick(layer), layer, z)
 
     def kinks(self, layer: nn.Module, hs) -> dict:
         own = getattr(self.pick(layer), "kinks", None)
