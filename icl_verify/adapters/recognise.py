@@ -190,25 +190,15 @@ def layer_width(layer: nn.Module, network: str) -> int:
     return router.weight.shape[-1]
 
 
-def _router_float32(router: nn.Module) -> bool:
-    """Whether ``router`` computes its logits in float32 when its weight ``(E, d)`` is in another
-    dtype: the dtype of the first output of its own forward on one zero position ``(1, 1, d)``."""
-    w = router.weight
-    if w.dtype == torch.float32:
-        return False
-    with torch.no_grad():
-        out = router(torch.zeros(1, 1, w.shape[-1], dtype=w.dtype, device=w.device))
-    return (out[0] if isinstance(out, (tuple, list)) else out).dtype == torch.float32
-
-
 def _moe_readers(layer: nn.Module, network: str) -> list[MoE]:
     """Readers of a mixture of experts with fused ``(E, 2m, d)`` experts and a softmax top-k router
     (child ``gate`` or ``router`` with ``weight`` and ``top_k``), an optional shared expert (with
     a sigmoid gate if the block has ``shared_expert_gate``), every choice of renormalisation and
     of the weights' dtype; sigmoid routing where there is a score-correction bias; gpt-oss's
     clamped experts where the experts have a ``limit`` and their own ``_apply_gate``; Llama 4's
-    score-scaled inputs where the experts are stored ``(E, d, 2m)`` beside a shared expert. A
-    router whose own forward returns float32 logits in a model of another dtype is read so."""
+    score-scaled inputs where the experts are stored ``(E, d, 2m)`` beside a shared expert. Sigmoid
+    and softmax routers are read with their logits computed in float32 (as DeepSeek-V3's descendants
+    do whatever the model's dtype) and in the model's dtype; the gate tells them apart."""
     block = getattr(layer, network)
     router = next((n for n in ("gate", "router") if hasattr(getattr(block, n, None), "top_k")), None)
     if router is None:
@@ -219,12 +209,12 @@ def _moe_readers(layer: nn.Module, network: str) -> list[MoE]:
         return [ScaledInputMoE(block=network, router=router)]
     shared = next((n for n in ("shared_expert", "shared_experts") if hasattr(block, n)), None)
     shared_gate = "shared_expert_gate" if hasattr(block, "shared_expert_gate") else None
-    f32 = _router_float32(getattr(block, router))
     if any(hasattr(m, "e_score_correction_bias") for m in (block, getattr(block, router))):
-        return [SigmoidMoE(block=network, router=router, shared=shared, shared_gate=shared_gate, router_float32=f32)]
+        return [SigmoidMoE(block=network, router=router, shared=shared, shared_gate=shared_gate, router_float32=f)
+                for f in (True, False)]
     return [MoE(block=network, router=router, renormalize=r, cast_back=c, shared=shared, shared_gate=shared_gate,
-                top_first=t, router_float32=f32) for t in (False, True) for r in ((None, True, False) if not t else (None,))
-            for c in (True, False)]
+                top_first=t, router_float32=f) for f in (False, True) for t in (False, True)
+            for r in ((None, True, False) if not t else (None,)) for c in (True, False)]
 
 
 BERT_FFN = Plain("intermediate.dense", "intermediate.intermediate_act_fn", "output.dense")
