@@ -110,6 +110,11 @@ def classify(model_type: str) -> tuple[str, str]:
     return status, detail
 
 
+CORRECTION_SCALE = 1.0
+"""Standard deviation of the drawn score-correction biases: of the order of the sigmoid scores'
+spread and beyond, so that a reader ignoring one chooses other experts (0.1 for every other bias)."""
+
+
 def _draw_zero_biases(model) -> None:
     """Draw every bias that starts at zero (the routers' score-correction biases, Linear biases):
     a reader that ignored one would otherwise compute what the model computes."""
@@ -117,7 +122,8 @@ def _draw_zero_biases(model) -> None:
     with torch.no_grad():
         for name, t in [*model.named_buffers(), *model.named_parameters()]:
             if name.endswith("bias") and t.is_floating_point() and not bool(t.any()):
-                t.copy_(0.1 * torch.randn(t.shape, generator=g, dtype=t.dtype))
+                scale = CORRECTION_SCALE if name.endswith("e_score_correction_bias") else 0.1
+                t.copy_(scale * torch.randn(t.shape, generator=g, dtype=t.dtype))
 
 
 def _check(model_type: str, hand, dtype: torch.dtype) -> tuple[str, str]:
