@@ -23,7 +23,7 @@ from icl_verify.adapters.moe import MoE, SigmoidMoE  # noqa: E402
 from icl_verify.errors import (  # noqa: E402
     ReconstructionError, UnknownLayerError, UnknownNameError, UnsupportedModelError,
 )
-from icl_verify.through_model import through_model_check  # noqa: E402
+from icl_verify.llm.through_model import through_model_check  # noqa: E402
 from icl_verify.tolerance import unit_roundoff  # noqa: E402
 from icl_verify.updates import (  # noqa: E402
     context_update, run_stack_updated, run_updated, stack_updates, updated_inputs,
