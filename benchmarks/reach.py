@@ -175,8 +175,9 @@ def table(types: list[str], dtype: torch.dtype = torch.float64) -> tuple[str, di
         rows.append(f"| {t} | {status} | {detail[:240]} |")
         print(rows[-1], file=sys.stderr, flush=True)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    name = str(dtype).split(".")[-1]
     head = (f"transformers {transformers.__version__}, {len(types)} causal-LM types "
-            f"(`MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`), tiny random configurations in {str(dtype).split('.')[-1]}: {summary}.\n\n"
+            f"(`MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`), tiny random configurations in {name}: {summary}.\n\n"
             "| model type | status | detail |\n|---|---|---|\n")
     return head + "\n".join(rows) + "\n", counts
 
