@@ -19,11 +19,11 @@ from icl_verify.adapters.ffn import Gated  # noqa: E402
 from icl_verify.adapters.gate import (  # noqa: E402
     check_reconstruction, layer_gaps, layer_offset, probe_ids, reconstruction,
 )
-from icl_verify.adapters.moe import MoE  # noqa: E402
+from icl_verify.adapters.moe import MoE, SigmoidMoE  # noqa: E402
 from icl_verify.errors import (  # noqa: E402
     ReconstructionError, UnknownLayerError, UnknownNameError, UnsupportedModelError,
 )
-from icl_verify.through_model import through_model_check  # noqa: E402
+from icl_verify.llm.through_model import through_model_check  # noqa: E402
 from icl_verify.tolerance import unit_roundoff  # noqa: E402
 from icl_verify.updates import (  # noqa: E402
     context_update, run_stack_updated, run_updated, stack_updates, updated_inputs,
@@ -412,6 +412,7 @@ def test_through_model_check_works_for_hand_written_adapters():
 DEEPSEEK_V3 = dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=24, n_group=1, topk_group=1,
                    first_k_dense_replace=0, q_lora_rank=16, kv_lora_rank=8, qk_rope_head_dim=4, qk_nope_head_dim=4,
                    v_head_dim=8, head_dim=None, num_key_value_heads=4, experts_implementation="eager")
+DEEPSEEK_GROUPED = dict(DEEPSEEK_V3, n_routed_experts=8, n_group=2, topk_group=1)
 FLEX_OLMO = dict(num_experts=4, num_experts_per_tok=2, experts_implementation="eager")
 MINIMAX_M2 = dict(num_local_experts=4, num_experts_per_tok=2, experts_implementation="eager")
 QWEN2_MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24, shared_expert_intermediate_size=40,
@@ -503,26 +504,51 @@ def _biased(model):
     return model
 
 
-def test_sigmoid_routing_is_recognised_and_float32_routers_are_named():
-    """MiniMax-M2 (sigmoid routing, score-correction bias) is recognised and matches in float64.
-    DeepSeek-V3 (grouped sigmoid routing, scaling, ungated shared experts) matches in float32; in
-    float64 its router still computes in float32, and the gate says so instead of blaming the record."""
+def test_sigmoid_routing_is_recognised_in_the_routers_own_precision():
+    """MiniMax-M2 (sigmoid routing, score-correction bias, router in the model's dtype) and
+    DeepSeek-V3 (grouped sigmoid routing, scaling, ungated shared experts, router logits in float32
+    whatever the model's dtype) are recognised, each router read in its own precision, and match
+    in float64: the gate is tight and the identity holds."""
+    from icl_verify.llm import identity_errors
+
     model = _biased(tiny_causal_lm("minimax_m2", **MINIMAX_M2))
     lm = adapt_causal_lm(model)
     assert type(lm.stack.blocks[0].record.ffn).__name__ == "SigmoidMoE"
+    assert not lm.stack.blocks[0].record.ffn.router_float32
     assert_matches_transformers(model, lm)
-    model = _biased(tiny_causal_lm("deepseek_v3", dtype=torch.float32, **dict(DEEPSEEK_V3, n_routed_experts=8,
-                                                                              n_group=2, topk_group=1)))
+    model = _biased(tiny_causal_lm("deepseek_v3", **DEEPSEEK_GROUPED))
     lm = adapt_causal_lm(model)
-    assert check_reconstruction(lm).ratio <= 1
-    with pytest.raises(ReconstructionError, match="within float32 rounding"):
-        adapt_causal_lm(tiny_causal_lm("deepseek_v3", **DEEPSEEK_V3))
+    assert lm.stack.blocks[0].record.ffn.router_float32
+    assert check_reconstruction(lm).ratio <= 0.1
+    assert_matches_transformers(model, lm)
+    _, ratios, _ = identity_errors(lm, _ids()[:1])
+    assert float(ratios.max()) <= 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _NoCorrectionBias(SigmoidMoE):
+    """A sigmoid reader that chooses the experts by ``p`` alone, ignoring the correction bias."""
+
+    def _router_setting(self, layer, name, default):
+        return default if name == "e_score_correction_bias" else super()._router_setting(layer, name, default)
+
+
+@pytest.mark.parametrize("reader, match", [
+    pytest.param(SigmoidMoE(shared="shared_experts"), "within float32 rounding", id="router_in_float64"),
+    pytest.param(_NoCorrectionBias(shared="shared_experts", router_float32=True), r"layer 0 differs by 0\.[0-9]",
+                 id="correction_bias_left_out"),
+])
+def test_wrong_deepseek_router_reader_is_refused(user_registries, reader, match):
+    """A user record for DeepSeek-V3 (float64) whose router computes its logits in float64 (the
+    model computes them in float32: refused, the gap named as float32 rounding) or ignores the
+    score-correction bias (refused: other experts chosen)."""
+    register_record(LayerRecord("deepseek_v3", reader), tiny=DEEPSEEK_GROUPED, replace=True, architecture=False)
+    with pytest.raises(ReconstructionError, match=match):
+        adapt_causal_lm(_biased(tiny_causal_lm("deepseek_v3")))
 
 
 def test_deepseek_shared_expert_left_out_is_refused(user_registries):
     """A user record for DeepSeek-V3 with the right routing but no shared experts, in float32."""
-    from icl_verify.adapters.moe import SigmoidMoE
-
     register_record(LayerRecord("deepseek_v3", SigmoidMoE()), tiny=DEEPSEEK_V3, replace=True, architecture=False)
     with pytest.raises(ReconstructionError, match="the output of layer 0 differs by 0.*different network"):
         adapt_causal_lm(tiny_causal_lm("deepseek_v3", dtype=torch.float32))

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def module_at(root: nn.Module, path: str) -> nn.Module:
@@ -26,6 +27,14 @@ def dense_of(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     if type(module).__name__ == "Conv1D":
         return module.weight.T, module.bias
     return module.weight, getattr(module, "bias", None)
+
+
+def own_pre_activations(reader, layer: nn.Module, z: torch.Tensor) -> list[torch.Tensor]:
+    """The first pre-activations ``W_k z + b_k`` ``(..., m_k)`` as the model's own forward computes
+    them: the reader's ``own_pre_activations`` where it has one (a router computing in float32),
+    else every product in ``z``'s dtype."""
+    own = getattr(reader, "own_pre_activations", None)
+    return [F.linear(z, w, b) for w, b in reader.first_layers(layer)] if own is None else own(layer, z)
 
 
 @dataclass(frozen=True)

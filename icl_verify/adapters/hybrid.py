@@ -33,7 +33,7 @@ from ..errors import UnsupportedModelError
 from ..registry import Registry
 from ._common import attention_mask, eager_experts, position_ids, require_transformers, run_until, tiny_model
 from ._registry import AdaptedLM, register_architecture, register_model_adapter
-from .ffn import Gated, module_at
+from .ffn import Gated, module_at, own_pre_activations
 from .moe import MoE
 
 
@@ -142,6 +142,12 @@ class HybridAdapter(ContextualBlock):
 
     def first_layers(self):
         return self.reader.first_layers(self.layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's output ``(B, T, d)`` with the pre-activations in the model's own precision
+        (:func:`~.ffn.own_pre_activations`)."""
+        dec = self.decompose(x)
+        return self.output(own_pre_activations(self.reader, self.layer, dec.z), dec.s)
 
     def kinks(self, hs: Sequence[torch.Tensor]) -> dict[int, torch.Tensor]:
         own = getattr(self.reader, "kinks", None)

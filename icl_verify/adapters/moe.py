@@ -11,6 +11,12 @@ factor ``(..., m_k)`` per matrix, never a dense matrix per expert.
 ``rest(moe, hs)`` runs every expert on every position (``hs[1 + e]`` is expert ``e``'s
 pre-activation) and weights them with the router's top-k weights (zero for experts not chosen),
 the routing arithmetic of transformers (softmax in float32, top-k, optional renormalisation).
+
+A router that computes its logits in float32 whatever the model's dtype (``router_float32``:
+``F.linear(z.float(), W_r.float())``, DeepSeek-V3 and its descendants) is reproduced by
+:meth:`MoE.own_pre_activations`, what an adapter block's own forward (the one the reconstruction
+gate compares) reads; the claims read ``W_k z + b_k`` in the block's dtype, closer to the exact
+map the theorem is about, and the routing arithmetic on both is the same float32 code.
 """
 from __future__ import annotations
 
@@ -39,6 +45,8 @@ class MoE:
             (``None``: the shared expert is added ungated).
         top_first: choose the top k by the float32 logits, then take the softmax over them
             (Granite-MoE), instead of the top k of the softmax over all experts.
+        router_float32: the model computes the router logits in float32 whatever its dtype
+            (``F.linear(z.float(), W_r.float())``).
     """
 
     block: str = "mlp"
@@ -49,6 +57,7 @@ class MoE:
     shared: str | None = None
     shared_gate: str | None = None
     top_first: bool = False
+    router_float32: bool = False
 
     def _shared(self) -> Gated | None:
         return None if self.shared is None else Gated(mlp=f"{self.block}.{self.shared}")
@@ -67,13 +76,26 @@ class MoE:
                 out.append(dense_of(module_at(layer, f"{self.block}.{self.shared_gate}")))
         return tuple(out)
 
-    def routing_weights(self, layer: nn.Module, logits: torch.Tensor) -> torch.Tensor:
-        """Top-k routing weights from router logits ``(..., E)``: ``(..., E)``, zero off the top k."""
+    def own_pre_activations(self, layer: nn.Module, z: torch.Tensor) -> list[torch.Tensor]:
+        """``[W_k z + b_k]`` ``(..., m_k)`` as the model's own forward computes them: the router's
+        product in float32 (kept in float32) when ``router_float32``, every other one in ``z``'s dtype."""
+        firsts = self.first_layers(layer)
+        hs = [F.linear(z, w, b) for w, b in firsts]
+        if self.router_float32:
+            w, b = firsts[0]
+            hs[0] = F.linear(z.float(), w.float(), None if b is None else b.float())
+        return hs
+
+    def routing_weights(self, layer: nn.Module, logits: torch.Tensor,
+                        dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Top-k routing weights from router logits ``(..., E)``: ``(..., E)``, zero off the top k;
+        ``cast_back`` casts them to ``dtype`` (the model's, default the logits')."""
         router = module_at(layer, f"{self.block}.{self.router}")
+        dtype = logits.dtype if dtype is None else dtype
         if self.top_first:
             top, idx = torch.topk(logits.float(), router.top_k, dim=-1)
             top = F.softmax(top, dim=-1)
-            top = top.to(logits.dtype) if self.cast_back else top
+            top = top.to(dtype) if self.cast_back else top
             return torch.zeros_like(logits, dtype=top.dtype).scatter(-1, idx, top)
         probs = F.softmax(logits, dtype=torch.float, dim=-1)
         top, idx = torch.topk(probs, router.top_k, dim=-1)
@@ -81,7 +103,7 @@ class MoE:
         if renorm:
             top = top / top.sum(dim=-1, keepdim=True)
         if self.cast_back:
-            top = top.to(logits.dtype)
+            top = top.to(dtype)
         return torch.zeros_like(probs.to(top.dtype)).scatter(-1, idx, top)
 
     def kinks(self, layer: nn.Module, hs: Sequence[torch.Tensor]) -> dict[int, torch.Tensor]:
@@ -101,7 +123,7 @@ class MoE:
     def rest(self, layer: nn.Module, hs: Sequence[torch.Tensor]) -> torch.Tensor:
         experts = module_at(layer, f"{self.block}.{self.experts}")
         n = experts.gate_up_proj.shape[0]
-        weights = self.routing_weights(layer, hs[0])
+        weights = self.routing_weights(layer, hs[0], hs[1].dtype)
         out = None
         for e in range(n):
             gate, up = hs[1 + e].chunk(2, dim=-1)
@@ -111,7 +133,7 @@ class MoE:
         if shared is not None:
             f_shared = shared.rest(layer, hs[1 + n: 3 + n])
             out = out + (f_shared if self.shared_gate is None else torch.sigmoid(hs[3 + n]) * f_shared)
-        return out.to(hs[0].dtype)
+        return out.to(hs[1].dtype)
 
 
 @dataclass(frozen=True)
@@ -130,8 +152,10 @@ class SigmoidMoE(MoE):
         router = module_at(layer, f"{self.block}.{self.router}")
         return getattr(router, name, getattr(module_at(layer, self.block), name, default))
 
-    def routing_weights(self, layer: nn.Module, logits: torch.Tensor) -> torch.Tensor:
-        """``(..., E)`` float32 weights, zero off the chosen experts."""
+    def routing_weights(self, layer: nn.Module, logits: torch.Tensor,
+                        dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``(..., E)`` float32 weights, zero off the chosen experts (``dtype`` is not read: the
+        model multiplies its experts' outputs by the float32 weights)."""
         scores = logits.float().sigmoid()
         choice = scores + self._router_setting(layer, "e_score_correction_bias", 0.0)
         groups = self._router_setting(layer, "num_group", self._router_setting(layer, "n_group", 1)) or 1
@@ -179,7 +203,8 @@ class ClampedMoE(MoE):
         out += [(experts.gate_up_proj[e].T, experts.gate_up_proj_bias[e]) for e in range(experts.gate_up_proj.shape[0])]
         return tuple(out)
 
-    def routing_weights(self, layer: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    def routing_weights(self, layer: nn.Module, logits: torch.Tensor,
+                        dtype: torch.dtype | None = None) -> torch.Tensor:
         """Softmax over the ``top_k`` largest logits, in the logits' dtype; zero elsewhere."""
         top = torch.topk(logits, module_at(layer, f"{self.block}.{self.router}").top_k, dim=-1)
         weights = F.softmax(top.values, dim=-1, dtype=logits.dtype)
@@ -227,7 +252,8 @@ class ScaledInputMoE(MoE):
         out += [(experts.gate_up_proj[e].T, None) for e in range(experts.gate_up_proj.shape[0])]
         return tuple(out + list(self._shared().first_layers(layer)))
 
-    def routing_weights(self, layer: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    def routing_weights(self, layer: nn.Module, logits: torch.Tensor,
+                        dtype: torch.dtype | None = None) -> torch.Tensor:
         """``sigmoid`` of the top-k logits (in float32, cast back), 0 for the other experts."""
         top = torch.topk(logits, module_at(layer, f"{self.block}.{self.router}").top_k, dim=-1)
         scores = torch.full_like(logits, float("-inf")).scatter(-1, top.indices, top.values)

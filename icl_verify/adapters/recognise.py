@@ -30,7 +30,7 @@ from torch import nn
 
 from ..errors import ReconstructionError, UnsupportedModelError
 from ._common import eager_experts, run_until
-from .ffn import OwnForward, Plain, module_at
+from .ffn import OwnForward, Plain, module_at, own_pre_activations
 from .moe import ClampedMoE, MoE, ScaledInputMoE, SigmoidMoE
 from .gate import _gap, check_reconstruction, gate_tolerance, probe_ids
 from .records import LayerRecord
@@ -196,7 +196,9 @@ def _moe_readers(layer: nn.Module, network: str) -> list[MoE]:
     a sigmoid gate if the block has ``shared_expert_gate``), every choice of renormalisation and
     of the weights' dtype; sigmoid routing where there is a score-correction bias; gpt-oss's
     clamped experts where the experts have a ``limit`` and their own ``_apply_gate``; Llama 4's
-    score-scaled inputs where the experts are stored ``(E, d, 2m)`` beside a shared expert."""
+    score-scaled inputs where the experts are stored ``(E, d, 2m)`` beside a shared expert. Sigmoid
+    and softmax routers are read with their logits computed in float32 (as DeepSeek-V3's descendants
+    do whatever the model's dtype) and in the model's dtype; the gate tells them apart."""
     block = getattr(layer, network)
     router = next((n for n in ("gate", "router") if hasattr(getattr(block, n, None), "top_k")), None)
     if router is None:
@@ -208,10 +210,11 @@ def _moe_readers(layer: nn.Module, network: str) -> list[MoE]:
     shared = next((n for n in ("shared_expert", "shared_experts") if hasattr(block, n)), None)
     shared_gate = "shared_expert_gate" if hasattr(block, "shared_expert_gate") else None
     if any(hasattr(m, "e_score_correction_bias") for m in (block, getattr(block, router))):
-        return [SigmoidMoE(block=network, router=router, shared=shared, shared_gate=shared_gate)]
+        return [SigmoidMoE(block=network, router=router, shared=shared, shared_gate=shared_gate, router_float32=f)
+                for f in (True, False)]
     return [MoE(block=network, router=router, renormalize=r, cast_back=c, shared=shared, shared_gate=shared_gate,
-                top_first=t) for t in (False, True) for r in ((None, True, False) if not t else (None,))
-            for c in (True, False)]
+                top_first=t, router_float32=f) for f in (False, True) for t in (False, True)
+            for r in ((None, True, False) if not t else (None,)) for c in (True, False)]
 
 
 BERT_FFN = Plain("intermediate.dense", "intermediate.intermediate_act_fn", "output.dense")
@@ -312,6 +315,9 @@ class ByLayer:
 
     def rest(self, layer: nn.Module, hs):
         return self.pick(layer).rest(layer, hs)
+
+    def own_pre_activations(self, layer: nn.Module, z: torch.Tensor):
+        return own_pre_activations(self.pick(layer), layer, z)
 
     def kinks(self, layer: nn.Module, hs) -> dict:
         own = getattr(self.pick(layer), "kinks", None)

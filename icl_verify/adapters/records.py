@@ -37,7 +37,7 @@ from ._common import (
     LayerCalls, attention_mask, eager_experts, position_ids, require_transformers, run_until, tiny_model,
 )
 from ._registry import AdaptedLM, register_architecture, register_model_adapter
-from .ffn import module_at
+from .ffn import module_at, own_pre_activations
 
 WIRINGS = ("sequential", "parallel", "post")
 
@@ -172,6 +172,12 @@ class RecordAdapter(ContextualBlock):
 
     def first_layers(self):
         return self.record.ffn.first_layers(self.layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's output ``(B, T, d)`` with the pre-activations in the model's own precision
+        (:func:`~.ffn.own_pre_activations`)."""
+        dec = self.decompose(x)
+        return self.output(own_pre_activations(self.record.ffn, self.layer, dec.z), dec.s)
 
     def kinks(self, hs: Sequence[torch.Tensor]) -> dict[int, torch.Tensor]:
         own = getattr(self.record.ffn, "kinks", None)

@@ -5,8 +5,9 @@ model in several dtypes, each rounded from its own values), :mod:`.offload` (wei
 offloads, held loaded for a check), :mod:`.prompts`
 (few-shot tasks and prompts as token ids ``(1, T)``), :mod:`.identity` (the identity at every
 layer and position, the query alone through the updated layers), :mod:`.shots` (the shots curve
-``dW_l(k)`` and its cosine with the shots' loss gradient), :mod:`.analysis` (all of them at once,
-as ``icl-verify llm`` reports them).
+``dW_l(k)`` and its cosine with the shots' loss gradient), :mod:`.through_model` (the updates
+written into the model's own parameters and run through its own forward), :mod:`.analysis` (all
+of them at once, as ``icl-verify llm`` reports them).
 """
 from .analysis import Analysis, analyse
 from .casting import exact_casts

@@ -26,9 +26,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .adapters import AdaptedLM
-from .errors import UnsupportedModelError
-from .updates import ImplicitUpdate
+from ..adapters import AdaptedLM
+from ..errors import UnsupportedModelError
+from ..updates import ImplicitUpdate
 
 
 def _parameter_of(view: torch.Tensor, params: dict[str, nn.Parameter]) -> str:
