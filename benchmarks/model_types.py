@@ -4,8 +4,8 @@ every-layer, every-position check of a mixture-of-experts model against its forw
 
 Per model type: its record (wiring, feed-forward reader), first matrices, bypass, and the worst
 relative error in float64 and float32 of (a) the identity at every layer and position of a
-9-token prompt (``icl_verify.llm.identity_errors``) and (b) the check through the model's own
-forward (``icl_verify.llm.through_model``), with the negative control.
+9-token prompt (``icl_verify.causal_lm.identity_errors``) and (b) the check through the model's own
+forward (``icl_verify.causal_lm.through_model``), with the negative control.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from icl_verify.adapters import adapt_causal_lm, list_records, tiny_causal_lm
 from icl_verify.adapters.ffn import FusedGated, Gated, Plain
 from icl_verify.adapters.moe import MoE
 from icl_verify.adapters.records import RECORDS
-from icl_verify.llm import identity_errors
-from icl_verify.llm.through_model import through_model_check
+from icl_verify.causal_lm import identity_errors
+from icl_verify.causal_lm.through_model import through_model_check
 from icl_verify.updates import stack_updates
 
 

@@ -31,7 +31,7 @@ from icl_verify.adapters.records import tiny_causal_lm, tiny_config
 from icl_verify.adapters.support import causal_lm_types
 from icl_verify.adapters.unfit import REASONS
 from icl_verify.errors import ReconstructionError, UnsupportedModelError
-from icl_verify.llm import identity_errors
+from icl_verify.causal_lm import identity_errors
 
 MAX_PARAMETERS = 10_000_000
 """A tiny configuration larger than this (settings the generic overrides do not reach, such as a
@@ -64,7 +64,7 @@ def overrides(model_type: str) -> dict:
 
 def _hand_built() -> dict:
     """The tiny models of the types whose adapters are written by hand (their own configs)."""
-    from icl_verify.adapters import hybrid, mamba, mamba2, nemotron_h, recurrent_gemma
+    from icl_verify.adapters import hybrid, mamba2_blocks as mamba2, mamba_blocks as mamba, nemotron_h, recurrent_gemma
 
     return {"mamba": mamba.tiny_mamba_lm, "falcon_mamba": lambda **kw: mamba.tiny_mamba_lm("falcon_mamba", **kw),
             "mamba2": mamba2.tiny_mamba2_lm, "nemotron_h": nemotron_h.tiny_nemotron_h,

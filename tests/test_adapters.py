@@ -14,7 +14,8 @@ from icl_verify.adapters import (  # noqa: E402
     register_record, tiny_causal_lm,
 )
 from icl_verify.adapters.catalog import POST_NORMS  # noqa: E402
-from icl_verify.adapters import hybrid, mamba, mamba2, nemotron_h, recurrent_gemma  # noqa: E402
+from icl_verify.adapters import hybrid, nemotron_h, recurrent_gemma  # noqa: E402
+from icl_verify.adapters import mamba2_blocks as mamba2, mamba_blocks as mamba  # noqa: E402
 from icl_verify.adapters.ffn import Gated  # noqa: E402
 from icl_verify.adapters.gate import (  # noqa: E402
     check_reconstruction, layer_gaps, layer_offset, probe_ids, reconstruction,
@@ -23,7 +24,7 @@ from icl_verify.adapters.moe import MoE, SigmoidMoE  # noqa: E402
 from icl_verify.errors import (  # noqa: E402
     ReconstructionError, UnknownLayerError, UnknownNameError, UnsupportedModelError,
 )
-from icl_verify.llm.through_model import through_model_check  # noqa: E402
+from icl_verify.causal_lm.through_model import through_model_check  # noqa: E402
 from icl_verify.tolerance import unit_roundoff  # noqa: E402
 from icl_verify.updates import (  # noqa: E402
     context_update, run_stack_updated, run_updated, stack_updates, updated_inputs,
@@ -509,7 +510,7 @@ def test_sigmoid_routing_is_recognised_in_the_routers_own_precision():
     DeepSeek-V3 (grouped sigmoid routing, scaling, ungated shared experts, router logits in float32
     whatever the model's dtype) are recognised, each router read in its own precision, and match
     in float64: the gate is tight and the identity holds."""
-    from icl_verify.llm import identity_errors
+    from icl_verify.causal_lm import identity_errors
 
     model = _biased(tiny_causal_lm("minimax_m2", **MINIMAX_M2))
     lm = adapt_causal_lm(model)
@@ -569,7 +570,7 @@ def test_gpt_oss_clamped_experts_and_router_bias_are_recognised():
     """gpt-oss (no record): router with a bias and a softmax over the top-k logits, experts
     stored transposed with biases, gate and up clamped at a limit the tiny pre-activations
     reach, attention sinks; the model is matched at every layer and the identity holds."""
-    from icl_verify.llm import identity_errors
+    from icl_verify.causal_lm import identity_errors
 
     model = tiny_causal_lm("gpt_oss", num_local_experts=4, num_experts_per_tok=2, swiglu_limit=0.3,
                            experts_implementation="eager")
@@ -599,7 +600,7 @@ def test_llama4_scaled_expert_inputs_are_recognised():
     """Llama 4 text (no record): each expert reads z scaled by the sigmoid of its top-k router
     logit, experts stored (E, d, 2m), a shared expert; matched at every layer, identity within
     tolerance."""
-    from icl_verify.llm import identity_errors
+    from icl_verify.causal_lm import identity_errors
 
     model = tiny_causal_lm("llama4_text", num_local_experts=4, num_experts_per_tok=2, interleave_moe_layer_step=1)
     lm = adapt_causal_lm(model)
@@ -627,7 +628,7 @@ def test_recognition_that_crashes_is_unsupported_not_a_dtype_error(monkeypatch):
 def test_own_forward_reader_runs_a_network_that_reads_3d_shapes_on_the_token_alone():
     """Moshi's MLP unpacks (B, T, d): the recognised reader runs it on (N, 1, .) sequences, so the
     token alone (B, d), the query-alone run and the identity at every position all work."""
-    from icl_verify.llm import identity_errors, query_alone_check
+    from icl_verify.causal_lm import identity_errors, query_alone_check
 
     model = tiny_causal_lm("moshi").requires_grad_(False)
     lm = adapt_causal_lm(model)

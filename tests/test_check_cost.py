@@ -67,7 +67,7 @@ def test_identity_errors_in_one_pass_equal_the_check_per_layer():
     pytest.importorskip("transformers")
     from icl_verify.adapters import adapt_causal_lm
     from icl_verify.adapters.llama import tiny_lm
-    from icl_verify.llm import identity_errors
+    from icl_verify.causal_lm import identity_errors
 
     lm = adapt_causal_lm(tiny_lm("llama").requires_grad_(False))
     ids = torch.randint(0, 64, (1, 9), generator=torch.Generator().manual_seed(0))

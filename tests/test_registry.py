@@ -5,7 +5,7 @@ from icl_verify import DuplicateNameError, Registry, UnknownNameError
 from icl_verify.adapters._registry import ARCHITECTURES, MODEL_ADAPTERS
 from icl_verify.blocks import COMPOSITIONS
 from icl_verify.layers._registry import LAYERS
-from icl_verify.llm import TASKS
+from icl_verify.causal_lm import TASKS
 
 REGISTRIES = [LAYERS, COMPOSITIONS, ARCHITECTURES, MODEL_ADAPTERS, TASKS]
 

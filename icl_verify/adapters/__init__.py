@@ -21,10 +21,10 @@ from ._registry import (
     register_model_adapter,
 )
 from .records import LayerRecord, RecordAdapter, adapt_record_lm, list_records, register_record, tiny_causal_lm
-from . import catalog, hybrid, mamba, mamba2, nemotron_h, recurrent_gemma, unfit  # noqa: F401  (register)
+from . import catalog, hybrid, mamba_blocks, mamba2_blocks, nemotron_h, recurrent_gemma, unfit  # noqa: F401  (register)
 from .gate import check_reconstruction, reconstruction
 from .hybrid import HybridAdapter, HybridRecord
-from .mamba import MambaAdapter
+from .mamba_blocks import MambaAdapter
 from .recurrent_gemma import RecurrentGemmaAdapter
 
 __all__ = [

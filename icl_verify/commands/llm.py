@@ -1,5 +1,5 @@
 """``icl-verify llm``: the implicit updates of a real language model on a few-shot prompt
-(see :mod:`icl_verify.llm`). Prints a per-layer table, writes CSV files and a PNG into
+(see :mod:`icl_verify.causal_lm`). Prints a per-layer table, writes CSV files and a PNG into
 ``--out`` (default: the folder ``icl-verify-llm`` under the current directory, so that a first
 run with no options works and never scatters files into the current directory itself; the
 folder is named on the first line of the output)."""
@@ -20,7 +20,7 @@ DEFAULT_OUT = Path("icl-verify-llm")
 
 
 def register(subparsers) -> None:
-    from ..llm import TASKS
+    from ..causal_lm import TASKS
 
     p = subparsers.add_parser(
         "llm", help="implicit updates of a real LLM (default SmolLM2-135M) at every layer and position",
@@ -56,7 +56,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     is loaded: an empty prompt or prompt line, more shots than the task has, ``--shots`` with
     ``--prompt``, a model path that does not exist, an ``--out`` that is a file, an unknown or
     unavailable device."""
-    from ..llm import SMOLLM2, TASKS
+    from ..causal_lm import SMOLLM2, TASKS
 
     error = args.parser.error
     if args.prompt is not None:
@@ -225,7 +225,7 @@ def _quiet_loading() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..llm import TASKS, analyse, load_model, task_prompt, text_prompt
+    from ..causal_lm import TASKS, analyse, load_model, task_prompt, text_prompt
 
     check_arguments(args)
     print(f"icl-verify llm: writing the CSV, JSON and PNG files to {args.out.resolve()}/")
@@ -284,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def failed_claims(a) -> list[str]:
-    """The claims of an :class:`~icl_verify.llm.Analysis` that fail, in words: the identity beyond
+    """The claims of an :class:`~icl_verify.causal_lm.Analysis` that fail, in words: the identity beyond
     the error model's tolerance at some layer and position (each dtype), and the query alone
     (through the adapted layers, and through the model's own forward) predicting another next
     token than the full prompt."""

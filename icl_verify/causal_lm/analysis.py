@@ -3,7 +3,7 @@
 (:func:`icl_verify.adapters.adapt_causal_lm`): the identity at every layer and position and the
 query alone through the updated layers (:mod:`.identity`), per-layer ``||dW||`` at the answer
 position, the shots curve and the finetuning comparison (:mod:`.shots`), and optionally the
-check through the model's own forward (:mod:`icl_verify.llm.through_model`).
+check through the model's own forward (:mod:`icl_verify.causal_lm.through_model`).
 """
 from __future__ import annotations
 
@@ -43,9 +43,9 @@ def analyse(model, tokenizer, prompt: Prompt, *, dtypes=("float32", "float64"), 
             progress: bool = False, through_model: bool = False) -> Analysis:
     """Run every measurement of the module docstring, in each of ``dtypes`` for the identity
     (the model is cast in place, each time from its values on entry, and handed back with
-    those values and dtypes: :func:`icl_verify.llm.casting.exact_casts`); the shots
+    those values and dtypes: :func:`icl_verify.causal_lm.casting.exact_casts`); the shots
     curve and the finetuning comparison run in the last dtype. ``through_model``: also the
-    check through the model's own forward (:func:`icl_verify.llm.through_model.through_model_check`).
+    check through the model's own forward (:func:`icl_verify.causal_lm.through_model.through_model_check`).
     Weights ``accelerate`` offloads are held loaded meanwhile (:func:`.offload.onloaded`)."""
     with onloaded(model):
         return _analyse(model, tokenizer, prompt, dtypes=dtypes, dense=dense, progress=progress,

@@ -12,7 +12,7 @@ not a dense operation, so the first dense matrix reading the mixed stream is ``o
 
 The contextual layer is everything before ``out_proj`` (the gate depends on ``x_t`` alone, the
 scan on the prefix). The block is a Mamba block (same ``norm``/``mixer``/``out_proj`` layout), so
-:class:`~icl_verify.adapters.mamba.MambaAdapter` wraps it; its gated norm computes in float32
+:class:`~icl_verify.adapters.mamba_blocks.MambaAdapter` wraps it; its gated norm computes in float32
 inside the mixer, which the decomposition reproduces exactly since ``z`` is read off the mixer.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import nn
 
 from ._common import require_transformers, tiny_model
 from ._registry import AdaptedLM, register_architecture
-from .mamba import adapt_mamba_lm
+from .mamba_blocks import adapt_mamba_lm
 
 
 def tiny_mamba2_lm(*, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
