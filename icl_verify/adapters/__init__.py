@@ -14,12 +14,12 @@ model is built, and :func:`list_architectures` is empty without it.
 from ._registry import (
     AdaptedLM,
     ArchitectureInfo,
-    adapt_causal_lm,
     get_architecture,
     list_architectures,
     register_architecture,
     register_model_adapter,
 )
+from .adapt import adapt_causal_lm
 from .records import LayerRecord, RecordAdapter, adapt_record_lm, list_records, register_record, tiny_causal_lm
 from . import catalog, hybrid, mamba_blocks, mamba2_blocks, nemotron_h, recurrent_gemma, unfit  # noqa: F401  (register)
 from .gate import check_reconstruction, reconstruction
