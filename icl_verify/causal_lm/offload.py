@@ -27,12 +27,12 @@ def onloaded(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` with every offloaded weight loaded on its execution device (nothing changes for a
     model without offloading); on exit they are offloaded again."""
     hooks = _offloading_hooks(model)
-    for module, hook in hooks:
-        hook._onload_weights(module)
+    for module, hook in hooks:  # the hook's own loading step, as before the module's forward
+        hook.pre_forward(module)
         hook.offload = False
     try:
         yield model
     finally:
-        for module, hook in hooks:
+        for module, hook in hooks:  # and its own offloading step, as after it
             hook.offload = True
-            hook._offload_weights(module)
+            hook.post_forward(module, None)
