@@ -4,7 +4,9 @@ library behind ``icl-verify verify`` (:mod:`icl_verify.commands.verify` parses i
 prints the table)."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import multiprocessing
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -128,21 +130,56 @@ def _row(dtype: str, layer: str, composition: str, check: claims.Check) -> Row:
                {name: pick(t) for name, t in check.terms.items()})
 
 
-def run_verify(layers: list[str], compositions: list[str], dtypes: list[str], sizes: InstanceSizes,
-               seed: int = 0, progress: bool = True, architectures: list[str] = ()) -> list[Row]:
-    """Every claim on every (dtype, layer, composition), then on every real architecture
-    (composition column ``transformers``); one :class:`Row` per claim, with ``outside`` set (and
-    no numbers) where the instance is outside the claim's hypotheses
-    (:data:`~icl_verify.errors.OUTSIDE_HYPOTHESES`)."""
-    jobs = [(dt, ly, c) for dt in dtypes for ly in layers for c in compositions]
-    jobs += [(dt, a, ARCHITECTURE) for dt in dtypes for a in architectures]
+@dataclass(frozen=True)
+class Job:
+    """One (dtype, layer or architecture, composition) instance with its seed."""
+
+    dtype: str
+    layer: str
+    composition: str
+    seed: int
+    sizes: InstanceSizes
+
+
+def job_rows(job: Job) -> list[Row]:
+    """Every claim on one instance, a :class:`Row` each (``outside`` set where the instance is
+    outside a claim's hypotheses)."""
+    dt, ly, c = job.dtype, job.layer, job.composition
+    checks = (_architecture_checks(ly, DTYPES[dt], job.sizes, job.seed) if c == ARCHITECTURE
+              else _instance_checks(ly, c, DTYPES[dt], job.sizes, job.seed))
     rows = []
-    for i, (dt, ly, c) in enumerate(tqdm(jobs, desc="verify", disable=not progress, unit="block")):
-        checks = (_architecture_checks(ly, DTYPES[dt], sizes, seed + i) if c == ARCHITECTURE
-                  else _instance_checks(ly, c, DTYPES[dt], sizes, seed + i))
-        for name, run in checks:
-            try:
-                rows.append(_row(dt, ly, c, run()))
-            except OUTSIDE_HYPOTHESES as err:
-                rows.append(Row(dt, ly, c, name, None, None, None, None, False, outside=f"{type(err).__name__}: {err}"))
+    for name, run in checks:
+        try:
+            rows.append(_row(dt, ly, c, run()))
+        except OUTSIDE_HYPOTHESES as err:
+            rows.append(Row(dt, ly, c, name, None, None, None, None, False, outside=f"{type(err).__name__}: {err}"))
     return rows
+
+
+@contextlib.contextmanager
+def _mapper(processes: int) -> Iterator[Callable]:
+    """``map`` over ``processes`` forked worker processes (one torch thread each), in order; the
+    built-in ``map`` for one process or where processes cannot be forked. Forked workers inherit
+    every registration of the parent, plugins and in-process ones alike."""
+    if processes <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        yield map
+        return
+    with multiprocessing.get_context("fork").Pool(processes, initializer=torch.set_num_threads,
+                                                  initargs=(1,)) as pool:
+        yield functools.partial(pool.imap, chunksize=1)
+
+
+def run_verify(layers: list[str], compositions: list[str], dtypes: list[str], sizes: InstanceSizes,
+               seed: int = 0, progress: bool = True, architectures: list[str] = (),
+               processes: int = 1) -> list[Row]:
+    """Every claim on every (dtype, layer, composition), then on every real architecture
+    (composition column ``transformers``), over ``processes`` worker processes; one :class:`Row`
+    per claim, in that order whatever the number of processes, with ``outside`` set (and no
+    numbers) where the instance is outside the claim's hypotheses
+    (:data:`~icl_verify.errors.OUTSIDE_HYPOTHESES`)."""
+    keys = [(dt, ly, c) for dt in dtypes for ly in layers for c in compositions]
+    keys += [(dt, a, ARCHITECTURE) for dt in dtypes for a in architectures]
+    jobs = [Job(dt, ly, c, seed + i, sizes) for i, (dt, ly, c) in enumerate(keys)]
+    with _mapper(min(processes, len(jobs))) as mapped:
+        done = tqdm(mapped(job_rows, jobs), total=len(jobs), desc="verify", disable=not progress, unit="block")
+        return [row for rows in done for row in rows]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dtypes (repeatable; default float64 and float32)")
     p.add_argument("--json", metavar="PATH", help="also write every row as JSON")
     p.add_argument("--full", action="store_true", help="print every row, not only failures")
+    p.add_argument("--jobs", type=non_negative_int, default=0,
+                   help="worker processes, each checking whole instances with one thread (default 0: one "
+                        "per CPU core; 1: in this process)")
     p.add_argument("--threads", type=non_negative_int, default=1,
                    help="torch threads (default 1: the instances are tiny, and more threads than free "
                         "cores spin instead of working; 0: torch's choice)")
@@ -140,7 +144,8 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     sizes = InstanceSizes(args.d, args.context, args.batch, args.depth)
     rows = run_verify(layers, compositions, args.dtype or ["float64", "float32"], sizes, seed=args.seed,
-                      progress=show_progress(args.no_progress), architectures=archs)
+                      progress=show_progress(args.no_progress), architectures=archs,
+                      processes=args.jobs or os.cpu_count() or 1)
     print(format_table(rows, full=args.full))
     failed = sum(r.failed for r in rows)
     outside = sum(bool(r.outside) for r in rows)
