@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from . import tolerance as tol
+from . import error_model as tol
 from .blocks import ContextualBlock, Decomposition, Stack
 from .claims import Check
 from .dynamics import check_prefix_inputs, prefix_targets, prefix_updates

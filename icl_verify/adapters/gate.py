@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from ..errors import NonFiniteError, ReconstructionError, UnsupportedModelError
-from ..tolerance import TAIL, rho, unit_roundoff
+from ..error_model import TAIL, rho, unit_roundoff
 
 PROBE_LENGTH = 12
 """Tokens of each of the two probe sequences :func:`probe_ids` draws when no prompt is given."""
@@ -58,7 +58,7 @@ def gate_tolerance(stage: int, width: int, dtype: torch.dtype, device: torch.dev
     in ``dtype``. An adapter computes what its layer computes, up to the order of a few sums (a
     parallel block's ``x + a + f``, the experts of a mixture, an attention mask's kernel); each
     stage adds at most one ``d``-term reduction's rounding (standard deviation ``rho(d) + u``,
-    :func:`icl_verify.tolerance.rho`) and these add up as independent errors over the stages."""
+    :func:`icl_verify.error_model.primitives.rho`) and these add up as independent errors over the stages."""
     return TAIL * (stage + 1) ** 0.5 * (rho(width, dtype, device) + unit_roundoff(dtype))
 
 

@@ -8,7 +8,7 @@ import torch
 
 from .. import claims
 from ..adapters import AdaptedLM
-from ..tolerance import RATIO_TERMS
+from ..error_model import RATIO_TERMS
 from ..updates import ImplicitUpdate, block_forward, position_updates, run_stack_updated
 
 

@@ -107,7 +107,7 @@ def _table(rows: list[list[str]], header: list[str], title: str) -> None:
 
 
 def _write(out: Path, a) -> list[Path]:
-    from ..tolerance import RATIO_TERMS
+    from ..error_model import RATIO_TERMS
 
     files = []
     for name, err in a.errors.items():
